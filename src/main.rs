@@ -1,0 +1,22 @@
+//! The `secretref` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use secretref::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => secretref::controller::run(args).await,
+        Command::Crds => secretref::api::crds_yaml().map(|yaml| print!("{yaml}")).map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("secretref: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

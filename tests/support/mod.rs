@@ -1,0 +1,127 @@
+//! Test harness for integration tests: one real local control plane per test run (started by
+//! `scripts/cluster up`, or reused if it already runs), the CRDs installed once, and a fresh
+//! namespace per test that is deleted when the test ends.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubeconfig of the local control plane, starting it on first use.
+/// `SECRETREF_TEST_KUBECONFIG` points the tests at an already running one instead.
+pub fn kubeconfig_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(path) = std::env::var("SECRETREF_TEST_KUBECONFIG") {
+            return PathBuf::from(path);
+        }
+        let out = Command::new(repo_root().join("scripts/cluster"))
+            .arg("up")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("scripts/cluster runs");
+        assert!(out.status.success(), "scripts/cluster up failed");
+        let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
+        PathBuf::from(stdout.lines().last().expect("kubeconfig path on the last line").trim())
+    })
+}
+
+/// The folder holding the pinned upstream binaries (kubectl, helm, ...).
+pub fn tools_bin() -> PathBuf {
+    repo_root().join(".cache/tools/bin")
+}
+
+/// A kubectl command aimed at the test control plane.
+pub fn kubectl() -> Command {
+    let mut cmd = Command::new(tools_bin().join("kubectl"));
+    cmd.arg("--kubeconfig").arg(kubeconfig_path());
+    cmd
+}
+
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    config.read_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config).expect("client")
+}
+
+/// Installs the CRDs (server-side apply, so reruns are no-ops) and waits until they are
+/// Established. Runs once per test binary.
+pub async fn install_crds(client: &Client) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let params = PatchParams::apply("secretref-tests").force();
+        for crd in secretref::api::crds() {
+            let name = crd.name_any();
+            api.patch(&name, &params, &Patch::Apply(&crd)).await.expect("CRD applies");
+            tokio::time::timeout(Duration::from_secs(30), await_condition(api.clone(), &name, conditions::is_crd_established()))
+                .await
+                .expect("CRD established in time")
+                .expect("CRD watch");
+        }
+    })
+    .await;
+}
+
+/// A namespace of one test's own; deleted (with everything in it) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let name = format!("{prefix}-{:x}{:x}", nanos % 0xfffff, COUNTER.fetch_add(1, Ordering::Relaxed));
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "secretref.dev/test": "true" } }
+        }))
+        .expect("namespace");
+        api.create(&PostParams::default(), &ns).await.expect("namespace created");
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("SECRETREF_KEEP_NAMESPACES").is_some() {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop cannot await, and the test's runtime is blocked here: delete from a thread with
+        // a runtime (and client) of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let api: Api<Namespace> = Api::all(client().await);
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        })
+        .join();
+    }
+}
