@@ -5,6 +5,11 @@
 //! wins) and keeps a native `Secret` in step for pods to consume.
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod controller;
+pub mod desired;
+pub mod error;
+pub mod hash;
 pub mod model;
+pub mod render;

@@ -48,6 +48,18 @@ pub fn is_secret_data_key(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
+/// A DNS-1123 subdomain: the rule for Secret and most object names.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && label.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
 /// A secret value. It is deliberately not `Display`, and its `Debug` prints `<redacted>`, so a
 /// value can only reach text through an explicit [`SecretValue::expose`].
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -115,6 +127,7 @@ mod tests {
             assert_eq!(is_secret_name(s), pattern_matches(SECRET_NAME_PATTERN, s), "secret name {s:?}");
             assert_eq!(is_environment_name(s), pattern_matches(ENVIRONMENT_PATTERN, s), "environment {s:?}");
             assert_eq!(is_env_key(s), pattern_matches(ENV_KEY_PATTERN, s), "env key {s:?}");
+            assert_eq!(is_dns_subdomain(s), pattern_matches(DNS_SUBDOMAIN_PATTERN, s) && s.len() <= 253, "dns {s:?}");
             if s != "." && s != ".." && s.len() <= 253 {
                 assert_eq!(is_secret_data_key(s), pattern_matches(SECRET_DATA_KEY_PATTERN, s), "data key {s:?}");
             }

@@ -1,0 +1,227 @@
+//! The embedded `kubernetes` backend: each Modal-style secret is one native Secret in the
+//! store namespace. The object name is a reversible encoding of (environment, name), so names
+//! round-trip exactly, differ only in case without colliding, and environments stay apart.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Namespace, Secret},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions},
+};
+
+use super::{BackendError, SecretBackend, SecretSummary, StoredSecret};
+use crate::model::{SecretData, SecretValue};
+
+/// Label on every store Secret (and the selector `list` and watches use).
+pub const STORE_SECRET_LABEL: &str = "secretref.dev/store-secret";
+/// Annotation holding the exact secret name.
+pub const NAME_ANNOTATION: &str = "secretref.dev/name";
+/// Annotation holding the exact environment name.
+pub const ENVIRONMENT_ANNOTATION: &str = "secretref.dev/environment";
+/// Annotation holding when the secret's data was last replaced.
+pub const UPDATED_ANNOTATION: &str = "secretref.dev/updated-at";
+
+/// The Secret name of (environment, name): `s` + lowercase base32 of `environment/name`.
+/// Base32 (a-z, 2-7) is a valid DNS label alphabet, `/` appears in neither part, and the
+/// encoding is injective, so distinct pairs never share an object. At most 208 characters.
+pub fn object_name(environment: &str, name: &str) -> String {
+    let raw = format!("{environment}/{name}");
+    format!("s{}", data_encoding::BASE32_NOPAD.encode(raw.as_bytes()).to_ascii_lowercase())
+}
+
+#[derive(Clone)]
+pub struct KubernetesBackend {
+    api: Api<Secret>,
+    namespaces: Api<Namespace>,
+    namespace: String,
+}
+
+impl std::fmt::Debug for KubernetesBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesBackend").field("namespace", &self.namespace).finish()
+    }
+}
+
+impl KubernetesBackend {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        KubernetesBackend {
+            api: Api::namespaced(client.clone(), namespace),
+            namespaces: Api::all(client),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Maps a client error to a backend error that names the namespace, never a value.
+    fn unavailable(&self, what: &str, err: kube::Error) -> BackendError {
+        let detail = match &err {
+            kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
+            other => other.to_string(),
+        };
+        BackendError::Unavailable(format!("{what} in store namespace {:?}: {detail}", self.namespace))
+    }
+
+    fn secret(&self, environment: &str, name: &str, data: &SecretData) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(object_name(environment, name)),
+                namespace: Some(self.namespace.clone()),
+                labels: Some([(STORE_SECRET_LABEL.to_string(), "true".to_string())].into()),
+                annotations: Some(
+                    [
+                        (NAME_ANNOTATION.to_string(), name.to_string()),
+                        (ENVIRONMENT_ANNOTATION.to_string(), environment.to_string()),
+                        (UPDATED_ANNOTATION.to_string(), Timestamp::now().to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.expose().as_bytes().to_vec()))).collect()),
+            type_: Some("Opaque".to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Reads a store Secret back into a Modal-style secret; `None` if it is not one of ours.
+pub fn decode(secret: &Secret) -> Option<StoredSecret> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let name = annotations.get(NAME_ANNOTATION)?.clone();
+    let environment = annotations.get(ENVIRONMENT_ANNOTATION)?.clone();
+    let data: SecretData = secret
+        .data
+        .iter()
+        .flatten()
+        // Values are UTF-8 by contract; a non-UTF-8 value written behind our back is replaced
+        // lossily rather than failing every consumer.
+        .map(|(k, v)| (k.clone(), SecretValue::new(String::from_utf8_lossy(&v.0).into_owned())))
+        .collect();
+    let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let updated = annotations.get(UPDATED_ANNOTATION).and_then(|t| t.parse().ok()).or(created);
+    Some(StoredSecret {
+        name,
+        environment,
+        data,
+        version: secret.metadata.resource_version.clone().unwrap_or_default(),
+        created,
+        updated,
+    })
+}
+
+fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == code)
+}
+
+#[async_trait]
+impl SecretBackend for KubernetesBackend {
+    async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError> {
+        let secret = self
+            .api
+            .get_opt(&object_name(environment, name))
+            .await
+            .map_err(|e| self.unavailable(&format!("reading secret {name:?} (environment {environment:?})"), e))?;
+        // An object whose annotations disagree is not this secret (hand-made): treat as absent.
+        Ok(secret.as_ref().and_then(decode).filter(|s| s.name == name && s.environment == environment))
+    }
+
+    async fn list(&self, environment: Option<&str>) -> Result<Vec<SecretSummary>, BackendError> {
+        let list = self
+            .api
+            .list(&ListParams::default().labels(&format!("{STORE_SECRET_LABEL}=true")))
+            .await
+            .map_err(|e| self.unavailable("listing secrets", e))?;
+        let mut out: Vec<SecretSummary> = list
+            .items
+            .iter()
+            .filter_map(decode)
+            .filter(|s| environment.is_none_or(|e| s.environment == e))
+            .map(|s| SecretSummary::from(&s))
+            .collect();
+        out.sort_by(|a, b| (&a.environment, &a.name).cmp(&(&b.environment, &b.name)));
+        Ok(out)
+    }
+
+    async fn create(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
+        match self.api.create(&PostParams::default(), &self.secret(environment, name, &data)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => {
+                Err(BackendError::AlreadyExists { name: name.to_string(), environment: environment.to_string() })
+            }
+            Err(e) => Err(self.unavailable(&format!("creating secret {name:?}"), e)),
+        }
+    }
+
+    async fn replace(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
+        let object = object_name(environment, name);
+        let what = format!("replacing secret {name:?}");
+        let mut desired = self.secret(environment, name, &data);
+        match self.api.get_opt(&object).await.map_err(|e| self.unavailable(&what, e))? {
+            None => return self.create(environment, name, data).await,
+            Some(existing) => {
+                // A PUT with the resourceVersion we read: one atomic write of the whole data
+                // (keys not given are gone), refused if someone changed it in between.
+                desired.metadata.resource_version = existing.metadata.resource_version;
+                desired.metadata.creation_timestamp = existing.metadata.creation_timestamp;
+            }
+        }
+        self.api.replace(&object, &PostParams::default(), &desired).await.map_err(|e| self.unavailable(&what, e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, environment: &str, name: &str) -> Result<(), BackendError> {
+        let object = object_name(environment, name);
+        let what = format!("deleting secret {name:?}");
+        let Some(existing) = self.api.get_opt(&object).await.map_err(|e| self.unavailable(&what, e))? else {
+            return Err(BackendError::NotFound { name: name.to_string(), environment: environment.to_string() });
+        };
+        // Delete exactly what we looked at (never a same-named object created meanwhile).
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: existing.metadata.uid, resource_version: None }),
+            ..Default::default()
+        };
+        match self.api.delete(&object, &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => {
+                Err(BackendError::NotFound { name: name.to_string(), environment: environment.to_string() })
+            }
+            Err(e) => Err(self.unavailable(&what, e)),
+        }
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        // Listing one store Secret proves both that the namespace is there and that we may read.
+        match self.api.list_metadata(&ListParams::default().labels(&format!("{STORE_SECRET_LABEL}=true")).limit(1)).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 403) => Err(self.unavailable("listing secrets", e)),
+            Err(e) => match self.namespaces.get_opt(&self.namespace).await {
+                Ok(None) => Err(BackendError::Misconfigured(format!("store namespace {:?} does not exist", self.namespace))),
+                _ => Err(self.unavailable("listing secrets", e)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_valid_and_distinct() {
+        let pairs = [("main", "stripe"), ("main", "Stripe"), ("main", "STRIPE"), ("prod", "stripe"), ("ma", "in/stripe")];
+        let names: std::collections::BTreeSet<String> = pairs.iter().map(|(e, n)| object_name(e, n)).collect();
+        assert_eq!(names.len(), pairs.len(), "{names:?}");
+        for n in &names {
+            assert!(crate::model::is_dns_subdomain(n), "{n}");
+        }
+        let longest = object_name(&"e".repeat(64), &"N".repeat(64));
+        assert!(longest.len() <= 253 && crate::model::is_dns_subdomain(&longest), "{longest}");
+    }
+}

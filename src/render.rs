@@ -1,0 +1,136 @@
+//! Renders `files` entries (dotenv, JSON, Jinja template) from the merged keys. Pure: no I/O.
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::{
+    api::{FileFormat, FileSpec},
+    error::SyncError,
+    model::{SecretData, SecretValue},
+};
+
+/// Upper bound on template work, so a runaway loop fails instead of stalling the controller.
+const TEMPLATE_FUEL: u64 = 100_000;
+
+/// Renders every `files` entry; the result maps each file key to its content.
+pub fn render_files(files: &[FileSpec], data: &SecretData) -> Result<SecretData, SyncError> {
+    files.iter().map(|file| Ok((file.key.clone(), render(file, data)?))).collect()
+}
+
+fn render(file: &FileSpec, data: &SecretData) -> Result<SecretValue, SyncError> {
+    Ok(SecretValue::new(match file.format {
+        FileFormat::Dotenv => dotenv(data),
+        FileFormat::Json => json(data),
+        FileFormat::Template => template(&file.key, file.template.as_deref().unwrap_or_default(), data)?,
+    }))
+}
+
+/// `KEY="value"` lines, double-quoted with `\`, `"`, `$`, newline and carriage return escaped,
+/// which dotenv parsers (dotenvy, python-dotenv, docker's `--env-file` aside) read back exactly.
+pub fn dotenv(data: &SecretData) -> String {
+    let mut out = String::new();
+    for (key, value) in data {
+        out.push_str(key);
+        out.push_str("=\"");
+        for c in value.expose().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '$' => out.push_str("\\$"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"\n");
+    }
+    out
+}
+
+/// A flat JSON object of strings, keys sorted.
+pub fn json(data: &SecretData) -> String {
+    let map: serde_json::Map<String, serde_json::Value> =
+        data.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.expose().to_string()))).collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn template(key: &str, source: &str, data: &SecretData) -> Result<String, SyncError> {
+    let mut env = Environment::new();
+    // A typo in a variable name must fail loudly, not render an empty string.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    let context: std::collections::BTreeMap<String, String> =
+        data.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
+    env.render_str(source, context).map_err(|err| SyncError::Template { key: key.to_string(), message: describe(&err) })
+}
+
+/// The error's kind, detail and line: never the debug dump, which can show variable values.
+fn describe(err: &minijinja::Error) -> String {
+    let mut message = err.kind().to_string();
+    if let Some(detail) = err.detail() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    if let Some(line) = err.line() {
+        message.push_str(&format!(" (line {line})"));
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> SecretData {
+        pairs.iter().map(|(k, v)| (k.to_string(), SecretValue::new(*v))).collect()
+    }
+
+    fn file(key: &str, format: FileFormat, template: Option<&str>) -> FileSpec {
+        FileSpec { key: key.into(), format, template: template.map(Into::into) }
+    }
+
+    #[test]
+    fn dotenv_round_trips_through_a_dotenv_parser() {
+        let input = data(&[("A", "plain"), ("B", "with \"quotes\" and \\ and $HOME"), ("C", "line1\nline2"), ("D", "")]);
+        let text = dotenv(&input);
+        let parsed: Vec<(String, String)> =
+            dotenvy::from_read_iter(text.as_bytes()).collect::<Result<_, _>>().expect("parses");
+        let expected: Vec<(String, String)> = input.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn json_is_a_flat_object() {
+        let text = json(&data(&[("B", "2"), ("A", "1\"")]));
+        assert_eq!(text, r#"{"A":"1\"","B":"2"}"#);
+    }
+
+    #[test]
+    fn templates_see_every_key() {
+        let out = render_files(&[file("c.yaml", FileFormat::Template, Some("k: {{ STRIPE_KEY }}"))], &data(&[("STRIPE_KEY", "sk")]))
+            .expect("renders");
+        assert_eq!(out["c.yaml"].expose(), "k: sk");
+    }
+
+    #[test]
+    fn template_errors_name_the_file_not_the_values() {
+        let values = data(&[("SECRET", "hunter2")]);
+        let err = render_files(&[file("c", FileFormat::Template, Some("{{ SECRET }} {{ MISSING }}"))], &values)
+            .expect_err("undefined variable");
+        assert_eq!(err.reason(), crate::api::Reason::TemplateError);
+        let text = err.to_string();
+        assert!(text.contains("files[c]"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = render_files(&[file("c", FileFormat::Template, Some("{% for x in "))], &values).expect_err("syntax");
+        assert!(err.to_string().contains("syntax"), "{err}");
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let err = render_files(
+            &[file("c", FileFormat::Template, Some("{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}"))],
+            &SecretData::new(),
+        )
+        .expect_err("fuel");
+        assert_eq!(err.reason(), crate::api::Reason::TemplateError);
+    }
+}
