@@ -35,13 +35,21 @@ pub struct Merged {
 
 /// Merges `reads` (one per `spec.secrets` entry, in order; `None` = the secret does not exist)
 /// and renders `files`. `store` and `environment` only name things in errors.
-pub fn merge(spec: &SecretRefSpec, reads: Vec<Option<StoredSecret>>, store: &str, environment: &str) -> Result<Merged, SyncError> {
+pub fn merge(
+    spec: &SecretRefSpec,
+    reads: Vec<Option<StoredSecret>>,
+    store: &str,
+    environment: &str,
+) -> Result<Merged, SyncError> {
     let mut data = SecretData::new();
     let mut sources = Vec::with_capacity(spec.secrets.len());
     for (source, read) in spec.secrets.iter().zip(reads) {
         let Some(secret) = read else {
             if source.optional {
-                sources.push(SourceStatus { name: source.name.clone(), version: None });
+                sources.push(SourceStatus {
+                    name: source.name.clone(),
+                    version: None,
+                });
                 continue;
             }
             return Err(SyncError::SecretNotFound {
@@ -50,7 +58,10 @@ pub fn merge(spec: &SecretRefSpec, reads: Vec<Option<StoredSecret>>, store: &str
                 name: source.name.clone(),
             });
         };
-        sources.push(SourceStatus { name: source.name.clone(), version: Some(secret.version) });
+        sources.push(SourceStatus {
+            name: source.name.clone(),
+            version: Some(secret.version),
+        });
         for (key, value) in secret.data {
             // Later secrets override earlier ones: plain insertion in list order does it.
             if source.keys.as_ref().is_none_or(|keys| keys.contains(&key)) {
@@ -59,11 +70,20 @@ pub fn merge(spec: &SecretRefSpec, reads: Vec<Option<StoredSecret>>, store: &str
         }
     }
 
-    let missing: Vec<String> = spec.required_keys.iter().filter(|k| !data.contains_key(*k)).cloned().collect();
+    let missing: Vec<String> = spec
+        .required_keys
+        .iter()
+        .filter(|k| !data.contains_key(*k))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         return Err(SyncError::MissingRequiredKeys { keys: missing });
     }
-    let invalid: Vec<String> = data.keys().filter(|k| !is_secret_data_key(k)).cloned().collect();
+    let invalid: Vec<String> = data
+        .keys()
+        .filter(|k| !is_secret_data_key(k))
+        .cloned()
+        .collect();
     if !invalid.is_empty() {
         return Err(SyncError::InvalidKeys { keys: invalid });
     }
@@ -72,7 +92,11 @@ pub fn merge(spec: &SecretRefSpec, reads: Vec<Option<StoredSecret>>, store: &str
     let files = render_files(&spec.files, &data)?;
     // A file key wins over a merged key of the same name: the user asked for that file.
     data.extend(files);
-    Ok(Merged { data, sources, not_env_keys })
+    Ok(Merged {
+        data,
+        sources,
+        not_env_keys,
+    })
 }
 
 /// Total bytes of a Secret's values, the figure the API server limits to 1 MiB.
@@ -97,13 +121,18 @@ fn label_value(name: &str) -> String {
     use sha2::Digest;
     let digest = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(name.as_bytes()));
     let prefix: String = name.chars().take(52).collect();
-    format!("{}-{}", prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()), &digest[..10])
+    format!(
+        "{}-{}",
+        prefix.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()),
+        &digest[..10]
+    )
 }
 
 /// Whether the target carries a controller ownerReference (and so is garbage-collected with
 /// the SecretRef): only for creationPolicy Owner with deletionPolicy Delete.
 pub fn owns_target(sr: &SecretRef) -> bool {
-    sr.spec.target.creation_policy == CreationPolicy::Owner && sr.spec.target.deletion_policy == DeletionPolicy::Delete
+    sr.spec.target.creation_policy == CreationPolicy::Owner
+        && sr.spec.target.deletion_policy == DeletionPolicy::Delete
 }
 
 /// The Secret to server-side apply. Under `Merge` it holds only secretref's keys and labels, so
@@ -112,11 +141,22 @@ pub fn desired_secret(sr: &SecretRef, data: &SecretData, data_hash: &str) -> Sec
     let name = sr.metadata.name.clone().unwrap_or_default();
     let target = &sr.spec.target;
     let merge = target.creation_policy == CreationPolicy::Merge;
-    let mut labels = if merge { BTreeMap::new() } else { target.labels.clone() };
+    let mut labels = if merge {
+        BTreeMap::new()
+    } else {
+        target.labels.clone()
+    };
     labels.extend(target_labels(&name));
-    let mut annotations = if merge { BTreeMap::new() } else { target.annotations.clone() };
+    let mut annotations = if merge {
+        BTreeMap::new()
+    } else {
+        target.annotations.clone()
+    };
     annotations.insert(DATA_HASH_ANNOTATION.to_string(), data_hash.to_string());
-    let owner_references = owns_target(sr).then(|| sr.controller_owner_ref(&())).flatten().map(|r| vec![r]);
+    let owner_references = owns_target(sr)
+        .then(|| sr.controller_owner_ref(&()))
+        .flatten()
+        .map(|r| vec![r]);
     Secret {
         metadata: ObjectMeta {
             name: Some(sr.target_name()),
@@ -126,7 +166,11 @@ pub fn desired_secret(sr: &SecretRef, data: &SecretData, data_hash: &str) -> Sec
             owner_references,
             ..Default::default()
         },
-        data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.expose().as_bytes().to_vec()))).collect()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.expose().as_bytes().to_vec())))
+                .collect(),
+        ),
         // The type of an existing Secret is immutable and not ours to set under Merge.
         type_: (!merge).then(|| target.r#type.clone()),
         ..Default::default()
@@ -145,7 +189,10 @@ mod tests {
         Some(StoredSecret {
             name: name.into(),
             environment: "main".into(),
-            data: pairs.iter().map(|(k, v)| (k.to_string(), SecretValue::new(*v))).collect(),
+            data: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+                .collect(),
             version: version.into(),
             created: None,
             updated: None,
@@ -153,7 +200,11 @@ mod tests {
     }
 
     fn source(name: &str) -> SecretSource {
-        SecretSource { name: name.into(), keys: None, optional: false }
+        SecretSource {
+            name: name.into(),
+            keys: None,
+            optional: false,
+        }
     }
 
     fn spec(secrets: Vec<SecretSource>) -> SecretRefSpec {
@@ -170,20 +221,38 @@ mod tests {
     }
 
     fn values(m: &Merged) -> Vec<(&str, &str)> {
-        m.data.iter().map(|(k, v)| (k.as_str(), v.expose())).collect()
+        m.data
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect()
     }
 
     #[test]
     fn later_secrets_win_and_order_is_kept_in_sources() {
         let m = merge(
             &spec(vec![source("a"), source("b")]),
-            vec![stored("a", "1", &[("X", "a"), ("Y", "a")]), stored("b", "7", &[("Y", "b"), ("Z", "b")])],
+            vec![
+                stored("a", "1", &[("X", "a"), ("Y", "a")]),
+                stored("b", "7", &[("Y", "b"), ("Z", "b")]),
+            ],
             "store",
             "main",
         )
         .expect("merges");
         assert_eq!(values(&m), [("X", "a"), ("Y", "b"), ("Z", "b")]);
-        assert_eq!(m.sources, [SourceStatus { name: "a".into(), version: Some("1".into()) }, SourceStatus { name: "b".into(), version: Some("7".into()) }]);
+        assert_eq!(
+            m.sources,
+            [
+                SourceStatus {
+                    name: "a".into(),
+                    version: Some("1".into())
+                },
+                SourceStatus {
+                    name: "b".into(),
+                    version: Some("7".into())
+                }
+            ]
+        );
     }
 
     #[test]
@@ -191,41 +260,89 @@ mod tests {
         let mut s = spec(vec![source("a"), source("b"), source("gone")]);
         s.secrets[0].keys = Some(vec!["X".into()]);
         s.secrets[2].optional = true;
-        let m = merge(&s, vec![stored("a", "1", &[("X", "1"), ("Y", "1")]), stored("b", "2", &[("Z", "2")]), None], "st", "main")
-            .expect("merges");
+        let m = merge(
+            &s,
+            vec![
+                stored("a", "1", &[("X", "1"), ("Y", "1")]),
+                stored("b", "2", &[("Z", "2")]),
+                None,
+            ],
+            "st",
+            "main",
+        )
+        .expect("merges");
         assert_eq!(values(&m), [("X", "1"), ("Z", "2")]);
-        assert_eq!(m.sources[2], SourceStatus { name: "gone".into(), version: None });
+        assert_eq!(
+            m.sources[2],
+            SourceStatus {
+                name: "gone".into(),
+                version: None
+            }
+        );
     }
 
     #[test]
     fn a_missing_secret_fails_naming_it() {
-        let err = merge(&spec(vec![source("a"), source("nope")]), vec![stored("a", "1", &[]), None], "ClusterSecretStore/x", "prod")
-            .expect_err("missing");
+        let err = merge(
+            &spec(vec![source("a"), source("nope")]),
+            vec![stored("a", "1", &[]), None],
+            "ClusterSecretStore/x",
+            "prod",
+        )
+        .expect_err("missing");
         assert_eq!(err.reason(), crate::api::Reason::SecretNotFound);
-        assert!(err.to_string().contains("\"nope\"") && err.to_string().contains("prod"), "{err}");
+        assert!(
+            err.to_string().contains("\"nope\"") && err.to_string().contains("prod"),
+            "{err}"
+        );
     }
 
     #[test]
     fn required_keys_list_every_missing_key() {
         let mut s = spec(vec![source("a")]);
         s.required_keys = vec!["A".into(), "B".into(), "C".into()];
-        let err = merge(&s, vec![stored("a", "1", &[("B", "secret-b")])], "st", "main").expect_err("missing");
+        let err = merge(
+            &s,
+            vec![stored("a", "1", &[("B", "secret-b")])],
+            "st",
+            "main",
+        )
+        .expect_err("missing");
         assert_eq!(err.reason(), crate::api::Reason::MissingRequiredKeys);
-        assert_eq!(err.to_string(), "required keys missing after the merge: A, C");
+        assert_eq!(
+            err.to_string(),
+            "required keys missing after the merge: A, C"
+        );
     }
 
     #[test]
     fn invalid_and_non_env_keys() {
-        let err = merge(&spec(vec![source("a")]), vec![stored("a", "1", &[("bad key", "v")])], "st", "main").expect_err("invalid");
+        let err = merge(
+            &spec(vec![source("a")]),
+            vec![stored("a", "1", &[("bad key", "v")])],
+            "st",
+            "main",
+        )
+        .expect_err("invalid");
         assert_eq!(err.reason(), crate::api::Reason::InvalidKeys);
-        let m = merge(&spec(vec![source("a")]), vec![stored("a", "1", &[("tls.crt", "v"), ("OK", "v")])], "st", "main").expect("valid");
+        let m = merge(
+            &spec(vec![source("a")]),
+            vec![stored("a", "1", &[("tls.crt", "v"), ("OK", "v")])],
+            "st",
+            "main",
+        )
+        .expect("valid");
         assert_eq!(m.not_env_keys, ["tls.crt"]);
     }
 
     #[test]
     fn files_are_added_after_the_merge() {
         let mut s = spec(vec![source("a")]);
-        s.files = vec![FileSpec { key: ".env".into(), format: FileFormat::Dotenv, template: None }];
+        s.files = vec![FileSpec {
+            key: ".env".into(),
+            format: FileFormat::Dotenv,
+            template: None,
+        }];
         let m = merge(&s, vec![stored("a", "1", &[("A", "1")])], "st", "main").expect("merges");
         assert_eq!(values(&m), [(".env", "A=\"1\"\n"), ("A", "1")]);
     }

@@ -15,7 +15,11 @@ pub enum SyncError {
     #[error("{store} does not serve namespace {namespace:?}")]
     StoreNotAllowed { store: String, namespace: String },
     #[error("secret {name:?} not found in environment {environment:?} of {store}")]
-    SecretNotFound { store: String, environment: String, name: String },
+    SecretNotFound {
+        store: String,
+        environment: String,
+        name: String,
+    },
     #[error("required keys missing after the merge: {}", .keys.join(", "))]
     MissingRequiredKeys { keys: Vec<String> },
     #[error("keys that are not valid Secret keys: {}", .keys.join(", "))]
@@ -44,7 +48,10 @@ impl SyncError {
             SyncError::TargetConflict { .. } => Reason::TargetConflict,
             SyncError::TooLarge { .. } => Reason::TooLarge,
             SyncError::Template { .. } => Reason::TemplateError,
-            SyncError::Backend { source: BackendError::Misconfigured(_), .. } => Reason::StoreNotReady,
+            SyncError::Backend {
+                source: BackendError::Misconfigured(_),
+                ..
+            } => Reason::StoreNotReady,
             SyncError::Backend { .. } | SyncError::Kube { .. } => Reason::BackendUnavailable,
         }
     }
@@ -58,9 +65,14 @@ impl SyncError {
     /// Wraps a Kubernetes API error from `step`, keeping only its status, not any echoed body.
     pub fn kube(step: impl Into<String>, err: kube::Error) -> Self {
         let message = match &err {
-            kube::Error::Api(status) => format!("{} ({}): {}", status.reason, status.code, status.message),
+            kube::Error::Api(status) => {
+                format!("{} ({}): {}", status.reason, status.code, status.message)
+            }
             other => other.to_string(),
         };
-        SyncError::Kube { step: step.into(), message }
+        SyncError::Kube {
+            step: step.into(),
+            message,
+        }
     }
 }

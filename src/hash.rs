@@ -29,7 +29,8 @@ impl HashKey {
     /// `hmac-sha256:<hex>` of `data` (keys and values, length-prefixed so that no two different
     /// maps encode alike) and the Secret type.
     pub fn data_hash(&self, secret_type: &str, data: &SecretData) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         let mut feed = |bytes: &[u8]| {
             mac.update(&(bytes.len() as u64).to_be_bytes());
             mac.update(bytes);
@@ -56,7 +57,10 @@ mod tests {
     use crate::model::SecretValue;
 
     fn data(pairs: &[(&str, &str)]) -> SecretData {
-        pairs.iter().map(|(k, v)| (k.to_string(), SecretValue::new(*v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect()
     }
 
     #[test]
@@ -66,14 +70,23 @@ mod tests {
         assert_eq!(a, key.data_hash("Opaque", &data(&[("A", "1")])));
         assert_ne!(a, key.data_hash("Opaque", &data(&[("A", "2")])));
         assert_ne!(a, key.data_hash("Opaque", &data(&[("A", "1"), ("B", "")])));
-        assert_ne!(a, HashKey::new(b"k2".to_vec()).data_hash("Opaque", &data(&[("A", "1")])));
+        assert_ne!(
+            a,
+            HashKey::new(b"k2".to_vec()).data_hash("Opaque", &data(&[("A", "1")]))
+        );
         // Length prefixes keep ("AB","") and ("A","B") apart.
-        assert_ne!(key.data_hash("Opaque", &data(&[("AB", "")])), key.data_hash("Opaque", &data(&[("A", "B")])));
+        assert_ne!(
+            key.data_hash("Opaque", &data(&[("AB", "")])),
+            key.data_hash("Opaque", &data(&[("A", "B")]))
+        );
         assert!(a.starts_with("hmac-sha256:") && a.len() == "hmac-sha256:".len() + 64);
     }
 
     #[test]
     fn key_debug_is_redacted() {
-        assert_eq!(format!("{:?}", HashKey::new(b"topsecret".to_vec())), "HashKey(<redacted>)");
+        assert_eq!(
+            format!("{:?}", HashKey::new(b"topsecret".to_vec())),
+            "HashKey(<redacted>)"
+        );
     }
 }

@@ -10,7 +10,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => secretref::controller::run(args).await,
-        Command::Crds => secretref::api::crds_yaml().map(|yaml| print!("{yaml}")).map_err(anyhow::Error::from),
+        Command::Crds => secretref::api::crds_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,8 @@ pub const ENV_KEY_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 /// JSON-schema pattern of a native Secret data key (see [`is_secret_data_key`]).
 pub const SECRET_DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// JSON-schema pattern of a DNS-1123 subdomain, the rule for Secret names.
-pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// The environment a store uses when neither the SecretRef nor the store names one.
 pub const DEFAULT_ENVIRONMENT: &str = "main";
@@ -45,7 +46,8 @@ pub fn is_secret_data_key(s: &str) -> bool {
         && s.len() <= 253
         && s != "."
         && s != ".."
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
 /// A DNS-1123 subdomain: the rule for Secret and most object names.
@@ -56,7 +58,9 @@ pub fn is_dns_subdomain(s: &str) -> bool {
             !label.is_empty()
                 && label.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && label.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         })
 }
 
@@ -111,7 +115,9 @@ mod tests {
     use super::*;
 
     fn pattern_matches(pattern: &str, s: &str) -> bool {
-        regex::Regex::new(pattern).expect("valid pattern").is_match(s)
+        regex::Regex::new(pattern)
+            .expect("valid pattern")
+            .is_match(s)
     }
 
     /// The schema patterns (enforced by the API server) and the functions (enforced by the
@@ -119,17 +125,63 @@ mod tests {
     #[test]
     fn patterns_agree_with_functions() {
         let samples = [
-            "", "a", "A", "0", "_", "-", ".", "..", "a.b", "a-b", "a_b", "-a", ".env", "_x", "9x",
-            "x9", "API_KEY_1", "a b", "a/b", "é", "a$", &"a".repeat(64), &"a".repeat(65),
-            &"b".repeat(253), &"b".repeat(254), "web-env", "Web", "a..b", "a.-b",
+            "",
+            "a",
+            "A",
+            "0",
+            "_",
+            "-",
+            ".",
+            "..",
+            "a.b",
+            "a-b",
+            "a_b",
+            "-a",
+            ".env",
+            "_x",
+            "9x",
+            "x9",
+            "API_KEY_1",
+            "a b",
+            "a/b",
+            "é",
+            "a$",
+            &"a".repeat(64),
+            &"a".repeat(65),
+            &"b".repeat(253),
+            &"b".repeat(254),
+            "web-env",
+            "Web",
+            "a..b",
+            "a.-b",
         ];
         for s in samples {
-            assert_eq!(is_secret_name(s), pattern_matches(SECRET_NAME_PATTERN, s), "secret name {s:?}");
-            assert_eq!(is_environment_name(s), pattern_matches(ENVIRONMENT_PATTERN, s), "environment {s:?}");
-            assert_eq!(is_env_key(s), pattern_matches(ENV_KEY_PATTERN, s), "env key {s:?}");
-            assert_eq!(is_dns_subdomain(s), pattern_matches(DNS_SUBDOMAIN_PATTERN, s) && s.len() <= 253, "dns {s:?}");
+            assert_eq!(
+                is_secret_name(s),
+                pattern_matches(SECRET_NAME_PATTERN, s),
+                "secret name {s:?}"
+            );
+            assert_eq!(
+                is_environment_name(s),
+                pattern_matches(ENVIRONMENT_PATTERN, s),
+                "environment {s:?}"
+            );
+            assert_eq!(
+                is_env_key(s),
+                pattern_matches(ENV_KEY_PATTERN, s),
+                "env key {s:?}"
+            );
+            assert_eq!(
+                is_dns_subdomain(s),
+                pattern_matches(DNS_SUBDOMAIN_PATTERN, s) && s.len() <= 253,
+                "dns {s:?}"
+            );
             if s != "." && s != ".." && s.len() <= 253 {
-                assert_eq!(is_secret_data_key(s), pattern_matches(SECRET_DATA_KEY_PATTERN, s), "data key {s:?}");
+                assert_eq!(
+                    is_secret_data_key(s),
+                    pattern_matches(SECRET_DATA_KEY_PATTERN, s),
+                    "data key {s:?}"
+                );
             }
         }
     }

@@ -13,14 +13,21 @@ const TEMPLATE_FUEL: u64 = 100_000;
 
 /// Renders every `files` entry; the result maps each file key to its content.
 pub fn render_files(files: &[FileSpec], data: &SecretData) -> Result<SecretData, SyncError> {
-    files.iter().map(|file| Ok((file.key.clone(), render(file, data)?))).collect()
+    files
+        .iter()
+        .map(|file| Ok((file.key.clone(), render(file, data)?)))
+        .collect()
 }
 
 fn render(file: &FileSpec, data: &SecretData) -> Result<SecretValue, SyncError> {
     Ok(SecretValue::new(match file.format {
         FileFormat::Dotenv => dotenv(data),
         FileFormat::Json => json(data),
-        FileFormat::Template => template(&file.key, file.template.as_deref().unwrap_or_default(), data)?,
+        FileFormat::Template => template(
+            &file.key,
+            file.template.as_deref().unwrap_or_default(),
+            data,
+        )?,
     }))
 }
 
@@ -48,8 +55,10 @@ pub fn dotenv(data: &SecretData) -> String {
 
 /// A flat JSON object of strings, keys sorted.
 pub fn json(data: &SecretData) -> String {
-    let map: serde_json::Map<String, serde_json::Value> =
-        data.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.expose().to_string()))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.expose().to_string())))
+        .collect();
     serde_json::Value::Object(map).to_string()
 }
 
@@ -58,9 +67,15 @@ fn template(key: &str, source: &str, data: &SecretData) -> Result<String, SyncEr
     // A typo in a variable name must fail loudly, not render an empty string.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(TEMPLATE_FUEL));
-    let context: std::collections::BTreeMap<String, String> =
-        data.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
-    env.render_str(source, context).map_err(|err| SyncError::Template { key: key.to_string(), message: describe(&err) })
+    let context: std::collections::BTreeMap<String, String> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .collect();
+    env.render_str(source, context)
+        .map_err(|err| SyncError::Template {
+            key: key.to_string(),
+            message: describe(&err),
+        })
 }
 
 /// The error's kind, detail and line: never the debug dump, which can show variable values.
@@ -81,20 +96,36 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> SecretData {
-        pairs.iter().map(|(k, v)| (k.to_string(), SecretValue::new(*v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect()
     }
 
     fn file(key: &str, format: FileFormat, template: Option<&str>) -> FileSpec {
-        FileSpec { key: key.into(), format, template: template.map(Into::into) }
+        FileSpec {
+            key: key.into(),
+            format,
+            template: template.map(Into::into),
+        }
     }
 
     #[test]
     fn dotenv_round_trips_through_a_dotenv_parser() {
-        let input = data(&[("A", "plain"), ("B", "with \"quotes\" and \\ and $HOME"), ("C", "line1\nline2"), ("D", "")]);
+        let input = data(&[
+            ("A", "plain"),
+            ("B", "with \"quotes\" and \\ and $HOME"),
+            ("C", "line1\nline2"),
+            ("D", ""),
+        ]);
         let text = dotenv(&input);
-        let parsed: Vec<(String, String)> =
-            dotenvy::from_read_iter(text.as_bytes()).collect::<Result<_, _>>().expect("parses");
-        let expected: Vec<(String, String)> = input.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
+        let parsed: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("parses");
+        let expected: Vec<(String, String)> = input
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect();
         assert_eq!(parsed, expected);
     }
 
@@ -106,28 +137,52 @@ mod tests {
 
     #[test]
     fn templates_see_every_key() {
-        let out = render_files(&[file("c.yaml", FileFormat::Template, Some("k: {{ STRIPE_KEY }}"))], &data(&[("STRIPE_KEY", "sk")]))
-            .expect("renders");
+        let out = render_files(
+            &[file(
+                "c.yaml",
+                FileFormat::Template,
+                Some("k: {{ STRIPE_KEY }}"),
+            )],
+            &data(&[("STRIPE_KEY", "sk")]),
+        )
+        .expect("renders");
         assert_eq!(out["c.yaml"].expose(), "k: sk");
     }
 
     #[test]
     fn template_errors_name_the_file_not_the_values() {
         let values = data(&[("SECRET", "hunter2")]);
-        let err = render_files(&[file("c", FileFormat::Template, Some("{{ SECRET }} {{ MISSING }}"))], &values)
-            .expect_err("undefined variable");
+        let err = render_files(
+            &[file(
+                "c",
+                FileFormat::Template,
+                Some("{{ SECRET }} {{ MISSING }}"),
+            )],
+            &values,
+        )
+        .expect_err("undefined variable");
         assert_eq!(err.reason(), crate::api::Reason::TemplateError);
         let text = err.to_string();
         assert!(text.contains("files[c]"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
-        let err = render_files(&[file("c", FileFormat::Template, Some("{% for x in "))], &values).expect_err("syntax");
+        let err = render_files(
+            &[file("c", FileFormat::Template, Some("{% for x in "))],
+            &values,
+        )
+        .expect_err("syntax");
         assert!(err.to_string().contains("syntax"), "{err}");
     }
 
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         let err = render_files(
-            &[file("c", FileFormat::Template, Some("{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}"))],
+            &[file(
+                "c",
+                FileFormat::Template,
+                Some(
+                    "{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}",
+                ),
+            )],
             &SecretData::new(),
         )
         .expect_err("fuel");

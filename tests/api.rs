@@ -51,8 +51,13 @@ async fn assert_rejected(client: &Client, ns: &str, case: &str, spec: Value, fie
     let name = format!("bad-{}", case.to_lowercase());
     let err = create(client, ns, secret_ref(&name, spec))
         .await
-        .expect_err(&format!("{case}: the API server accepted an invalid SecretRef"));
-    assert!(err.contains(field), "{case}: message does not name {field}: {err}");
+        .expect_err(&format!(
+            "{case}: the API server accepted an invalid SecretRef"
+        ));
+    assert!(
+        err.contains(field),
+        "{case}: message does not name {field}: {err}"
+    );
 }
 
 #[tokio::test]
@@ -71,32 +76,46 @@ async fn design_examples_are_accepted() {
         "spec": { "default": true, "defaultEnvironment": "main", "namespaces": ["team-*", "shop"],
                   "provider": { "kubernetes": { "namespace": "secretref-store" } } }
     });
-    create(&client, &ns.name, store).await.expect("the DESIGN.md ClusterSecretStore is valid");
+    create(&client, &ns.name, store)
+        .await
+        .expect("the DESIGN.md ClusterSecretStore is valid");
     let namespaced = json!({
         "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "local" },
         "spec": { "provider": { "kubernetes": { "namespace": ns.name } } }
     });
-    create(&client, &ns.name, namespaced).await.expect("a minimal SecretStore is valid");
-
-    let full = secret_ref("web", json!({
-        "storeRef": { "kind": "ClusterSecretStore", "name": "default" },
-        "environment": "prod",
-        "secrets": [ { "name": "api_key_1" }, { "name": "stripe", "keys": ["STRIPE_KEY"], "optional": true } ],
-        "requiredKeys": ["API_KEY_1", "STRIPE_KEY"],
-        "target": { "name": "web-env", "type": "Opaque", "labels": {}, "annotations": {},
-                    "creationPolicy": "Owner", "deletionPolicy": "Delete" },
-        "files": [ { "key": ".env", "format": "dotenv" },
-                   { "key": "config.yaml", "format": "template", "template": "stripe_key: {{ STRIPE_KEY }}" } ],
-        "refreshInterval": "60s",
-        "rolloutRestart": [ { "kind": "Deployment", "name": "web" } ]
-    }));
-    create(&client, &ns.name, full).await.expect("the DESIGN.md SecretRef is valid");
-    create(&client, &ns.name, secret_ref("minimal", json!({ "secrets": [ { "name": "a" } ] })))
+    create(&client, &ns.name, namespaced)
         .await
-        .expect("a SecretRef with one secret is valid");
+        .expect("a minimal SecretStore is valid");
+
+    let full = secret_ref(
+        "web",
+        json!({
+            "storeRef": { "kind": "ClusterSecretStore", "name": "default" },
+            "environment": "prod",
+            "secrets": [ { "name": "api_key_1" }, { "name": "stripe", "keys": ["STRIPE_KEY"], "optional": true } ],
+            "requiredKeys": ["API_KEY_1", "STRIPE_KEY"],
+            "target": { "name": "web-env", "type": "Opaque", "labels": {}, "annotations": {},
+                        "creationPolicy": "Owner", "deletionPolicy": "Delete" },
+            "files": [ { "key": ".env", "format": "dotenv" },
+                       { "key": "config.yaml", "format": "template", "template": "stripe_key: {{ STRIPE_KEY }}" } ],
+            "refreshInterval": "60s",
+            "rolloutRestart": [ { "kind": "Deployment", "name": "web" } ]
+        }),
+    );
+    create(&client, &ns.name, full)
+        .await
+        .expect("the DESIGN.md SecretRef is valid");
+    create(
+        &client,
+        &ns.name,
+        secret_ref("minimal", json!({ "secrets": [ { "name": "a" } ] })),
+    )
+    .await
+    .expect("a SecretRef with one secret is valid");
 
     // Server-side defaults fill in what the user left out.
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
     let minimal = api.get("minimal").await.expect("get");
     assert_eq!(minimal.data["spec"]["refreshInterval"], "60s");
     assert_eq!(minimal.data["spec"]["target"]["creationPolicy"], "Owner");
@@ -110,62 +129,223 @@ async fn invalid_secretrefs_are_rejected_naming_the_field() {
     let n = ns.name.as_str();
     let ok = || json!([{ "name": "a" }]);
     assert_rejected(c, n, "V1-empty", json!({ "secrets": [] }), "spec.secrets").await;
-    assert_rejected(c, n, "V1-missing", json!({ "environment": "prod" }), "spec.secrets").await;
-    assert_rejected(c, n, "V2-char", json!({ "secrets": [{ "name": "a/b" }] }), "spec.secrets[0].name").await;
-    assert_rejected(c, n, "V2-long", json!({ "secrets": [{ "name": "x".repeat(65) }] }), "spec.secrets[0].name").await;
-    assert_rejected(c, n, "V3-required", json!({ "secrets": ok(), "requiredKeys": ["1BAD"] }), "spec.requiredKeys[0]").await;
-    assert_rejected(c, n, "V3-keys", json!({ "secrets": [{ "name": "a", "keys": ["OK", "NOT-OK"] }] }), "spec.secrets[0].keys[1]").await;
-    assert_rejected(c, n, "V4", json!({ "secrets": ok(), "target": { "name": "Not_A_DNS_Name" } }), "spec.target.name").await;
-    assert_rejected(c, n, "V6-creation", json!({ "secrets": ok(), "target": { "creationPolicy": "Adopt" } }), "spec.target.creationPolicy").await;
-    assert_rejected(c, n, "V6-deletion", json!({ "secrets": ok(), "target": { "deletionPolicy": "Orphan" } }), "spec.target.deletionPolicy").await;
-    assert_rejected(c, n, "V6-format", json!({ "secrets": ok(), "files": [{ "key": "a", "format": "yaml" }] }), "spec.files[0].format").await;
-    assert_rejected(c, n, "V6-store", json!({ "secrets": ok(), "storeRef": { "kind": "Vault", "name": "x" } }), "spec.storeRef.kind").await;
-    assert_rejected(c, n, "V6-workload", json!({ "secrets": ok(), "rolloutRestart": [{ "kind": "Pod", "name": "x" }] }), "spec.rolloutRestart[0].kind").await;
-    assert_rejected(c, n, "V7", json!({ "secrets": ok(), "refreshInterval": "10 minutes" }), "spec.refreshInterval").await;
-    assert_rejected(c, n, "V7-unitless", json!({ "secrets": ok(), "refreshInterval": "30" }), "spec.refreshInterval").await;
-    assert_rejected(c, n, "V8-missing", json!({ "secrets": ok(), "files": [{ "key": "c", "format": "template" }] }), "spec.files[0].template").await;
-    assert_rejected(c, n, "V8-extra", json!({ "secrets": ok(), "files": [{ "key": "c", "format": "json", "template": "x" }] }), "spec.files[0].template").await;
-    assert_rejected(c, n, "V9-key", json!({ "secrets": ok(), "files": [{ "key": "a/b", "format": "json" }] }), "spec.files[0].key").await;
+    assert_rejected(
+        c,
+        n,
+        "V1-missing",
+        json!({ "environment": "prod" }),
+        "spec.secrets",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V2-char",
+        json!({ "secrets": [{ "name": "a/b" }] }),
+        "spec.secrets[0].name",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V2-long",
+        json!({ "secrets": [{ "name": "x".repeat(65) }] }),
+        "spec.secrets[0].name",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V3-required",
+        json!({ "secrets": ok(), "requiredKeys": ["1BAD"] }),
+        "spec.requiredKeys[0]",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V3-keys",
+        json!({ "secrets": [{ "name": "a", "keys": ["OK", "NOT-OK"] }] }),
+        "spec.secrets[0].keys[1]",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V4",
+        json!({ "secrets": ok(), "target": { "name": "Not_A_DNS_Name" } }),
+        "spec.target.name",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V6-creation",
+        json!({ "secrets": ok(), "target": { "creationPolicy": "Adopt" } }),
+        "spec.target.creationPolicy",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V6-deletion",
+        json!({ "secrets": ok(), "target": { "deletionPolicy": "Orphan" } }),
+        "spec.target.deletionPolicy",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V6-format",
+        json!({ "secrets": ok(), "files": [{ "key": "a", "format": "yaml" }] }),
+        "spec.files[0].format",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V6-store",
+        json!({ "secrets": ok(), "storeRef": { "kind": "Vault", "name": "x" } }),
+        "spec.storeRef.kind",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V6-workload",
+        json!({ "secrets": ok(), "rolloutRestart": [{ "kind": "Pod", "name": "x" }] }),
+        "spec.rolloutRestart[0].kind",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V7",
+        json!({ "secrets": ok(), "refreshInterval": "10 minutes" }),
+        "spec.refreshInterval",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V7-unitless",
+        json!({ "secrets": ok(), "refreshInterval": "30" }),
+        "spec.refreshInterval",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V8-missing",
+        json!({ "secrets": ok(), "files": [{ "key": "c", "format": "template" }] }),
+        "spec.files[0].template",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V8-extra",
+        json!({ "secrets": ok(), "files": [{ "key": "c", "format": "json", "template": "x" }] }),
+        "spec.files[0].template",
+    )
+    .await;
+    assert_rejected(
+        c,
+        n,
+        "V9-key",
+        json!({ "secrets": ok(), "files": [{ "key": "a/b", "format": "json" }] }),
+        "spec.files[0].key",
+    )
+    .await;
     assert_rejected(c, n, "V9-duplicate", json!({ "secrets": ok(), "files": [{ "key": ".env", "format": "json" }, { "key": ".env", "format": "dotenv" }] }), "spec.files").await;
 }
 
 #[tokio::test]
 async fn target_name_is_immutable() {
     let (client, ns) = setup("api-immutable").await;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
     let params = PatchParams::apply("secretref-tests");
     let apply = |target: Value| {
-        Patch::Apply(secret_ref("web", json!({ "secrets": [{ "name": "a" }], "target": target })))
+        Patch::Apply(secret_ref(
+            "web",
+            json!({ "secrets": [{ "name": "a" }], "target": target }),
+        ))
     };
-    api.patch("web", &params, &apply(json!({ "name": "web-env" }))).await.expect("created");
-    api.patch("web", &params, &apply(json!({ "name": "web-env", "type": "Opaque" }))).await.expect("other target fields may change");
-    let err = api.patch("web", &params, &apply(json!({ "name": "other" }))).await.expect_err("a rename is rejected");
+    api.patch("web", &params, &apply(json!({ "name": "web-env" })))
+        .await
+        .expect("created");
+    api.patch(
+        "web",
+        &params,
+        &apply(json!({ "name": "web-env", "type": "Opaque" })),
+    )
+    .await
+    .expect("other target fields may change");
+    let err = api
+        .patch("web", &params, &apply(json!({ "name": "other" })))
+        .await
+        .expect_err("a rename is rejected");
     assert!(err.to_string().contains("spec.target.name"), "{err}");
 
     // Without target.name the target is metadata.name; naming another one later is a rename too.
-    api.patch("implicit", &params, &Patch::Apply(secret_ref("implicit", json!({ "secrets": [{ "name": "a" }] })))).await.expect("created");
+    api.patch(
+        "implicit",
+        &params,
+        &Patch::Apply(secret_ref(
+            "implicit",
+            json!({ "secrets": [{ "name": "a" }] }),
+        )),
+    )
+    .await
+    .expect("created");
     let err = api
-        .patch("implicit", &params, &Patch::Apply(secret_ref("implicit", json!({ "secrets": [{ "name": "a" }], "target": { "name": "elsewhere" } }))))
+        .patch(
+            "implicit",
+            &params,
+            &Patch::Apply(secret_ref(
+                "implicit",
+                json!({ "secrets": [{ "name": "a" }], "target": { "name": "elsewhere" } }),
+            )),
+        )
         .await
         .expect_err("setting a different target later is a rename");
     assert!(err.to_string().contains("spec.target.name"), "{err}");
-    api.patch("implicit", &params, &Patch::Apply(secret_ref("implicit", json!({ "secrets": [{ "name": "a" }], "target": { "name": "implicit" } }))))
-        .await
-        .expect("spelling out the same name is not a change");
+    api.patch(
+        "implicit",
+        &params,
+        &Patch::Apply(secret_ref(
+            "implicit",
+            json!({ "secrets": [{ "name": "a" }], "target": { "name": "implicit" } }),
+        )),
+    )
+    .await
+    .expect("spelling out the same name is not a change");
 }
 
 #[tokio::test]
 async fn stores_need_exactly_one_provider() {
     let (client, ns) = setup("api-store").await;
-    let store = |name: &str, provider: Value| json!({
-        "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": name },
-        "spec": { "provider": provider }
-    });
-    let err = create(&client, &ns.name, store("none", json!({}))).await.expect_err("V10: no provider");
-    assert!(err.contains("spec.provider"), "{err}");
-    let err = create(&client, &ns.name, store("two", json!({ "kubernetes": { "namespace": "a" }, "vault": { "path": "x" } })))
+    let store = |name: &str, provider: Value| {
+        json!({
+            "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": name },
+            "spec": { "provider": provider }
+        })
+    };
+    let err = create(&client, &ns.name, store("none", json!({})))
         .await
-        .expect_err("V10: two providers");
+        .expect_err("V10: no provider");
+    assert!(err.contains("spec.provider"), "{err}");
+    let err = create(
+        &client,
+        &ns.name,
+        store(
+            "two",
+            json!({ "kubernetes": { "namespace": "a" }, "vault": { "path": "x" } }),
+        ),
+    )
+    .await
+    .expect_err("V10: two providers");
     assert!(err.contains("spec.provider.vault"), "{err}");
     let err = create(&client, &ns.name, json!({
         "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "env" },
@@ -178,12 +358,28 @@ async fn stores_need_exactly_one_provider() {
 fn kubectl_explain_prints_the_field_docs() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async { install_crds(&client().await).await });
-    let out = kubectl().args(["explain", "secretref.spec.secrets"]).output().expect("kubectl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    let out = kubectl()
+        .args(["explain", "secretref.spec.secrets"])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(text.contains("later secret wins"), "{text}");
     assert!(text.contains("optional"), "{text}");
-    let out = kubectl().args(["explain", "sref.spec.target.creationPolicy"]).output().expect("kubectl runs");
-    let text = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    let out = kubectl()
+        .args(["explain", "sref.spec.target.creationPolicy"])
+        .output()
+        .expect("kubectl runs");
+    let text = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(text.contains("refuse a Secret someone else made"), "{text}");
 }

@@ -21,7 +21,9 @@ fn cluster(state: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (O
 }
 
 fn temp_state(name: &str) -> std::path::PathBuf {
-    let dir = support::repo_root().join("target/cluster-tests").join(format!("{name}-{}", std::process::id()));
+    let dir = support::repo_root()
+        .join("target/cluster-tests")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -40,10 +42,17 @@ fn up_with_a_taken_port_fails_fast_and_names_the_port() {
     let state = temp_state("taken");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let (out, took) = cluster(&state, &["up"], &[("SECRETREF_APISERVER_PORT", port.to_string())]);
+    let (out, took) = cluster(
+        &state,
+        &["up"],
+        &[("SECRETREF_APISERVER_PORT", port.to_string())],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("port {port} is already in use")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} is already in use")),
+        "{stderr}"
+    );
     assert!(took < Duration::from_secs(30), "took {took:?}");
     let (out, _) = cluster(&state, &["down"], &[]);
     assert!(out.status.success());
@@ -62,7 +71,11 @@ fn up_replaces_stale_pid_files_and_down_stops_it() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("removing stale state"), "{stderr}");
     assert!(took < Duration::from_secs(90), "took {took:?}");
-    let kubeconfig = String::from_utf8_lossy(&out.stdout).lines().last().expect("kubeconfig").to_string();
+    let kubeconfig = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("kubeconfig")
+        .to_string();
     assert!(kubeconfig.ends_with("kubeconfig"));
 
     let (status, _) = cluster(&state, &["status"], &[]);

@@ -84,7 +84,13 @@ impl std::fmt::Display for Reason {
 impl Condition {
     /// A `Ready` condition for `reason`, keeping `lastTransitionTime` from `previous` when the
     /// status did not change (Kubernetes convention: the time marks a status flip, not a write).
-    pub fn ready(reason: Reason, message: impl Into<String>, generation: Option<i64>, previous: Option<&Condition>, now: Time) -> Self {
+    pub fn ready(
+        reason: Reason,
+        message: impl Into<String>,
+        generation: Option<i64>,
+        previous: Option<&Condition>,
+        now: Time,
+    ) -> Self {
         let status = if reason.is_ready() { "True" } else { "False" }.to_string();
         let last_transition_time = match previous {
             Some(p) if p.status == status => p.last_transition_time.clone(),

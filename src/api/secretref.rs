@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
 use crate::model::{
-    DNS_SUBDOMAIN_PATTERN, ENV_KEY_PATTERN, ENVIRONMENT_PATTERN, SECRET_DATA_KEY_PATTERN, SECRET_NAME_PATTERN,
+    DNS_SUBDOMAIN_PATTERN, ENV_KEY_PATTERN, ENVIRONMENT_PATTERN, SECRET_DATA_KEY_PATTERN,
+    SECRET_NAME_PATTERN,
 };
 
 /// Asks for Modal-style secrets by name and keeps a native Secret in step with them.
@@ -256,7 +257,11 @@ impl Default for Target {
 impl SecretRef {
     /// The target Secret's name: `spec.target.name`, else the SecretRef's own name.
     pub fn target_name(&self) -> String {
-        self.spec.target.name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+        self.spec
+            .target
+            .name
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
     }
 }
 

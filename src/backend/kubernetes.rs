@@ -30,7 +30,12 @@ pub const UPDATED_ANNOTATION: &str = "secretref.dev/updated-at";
 /// encoding is injective, so distinct pairs never share an object. At most 208 characters.
 pub fn object_name(environment: &str, name: &str) -> String {
     let raw = format!("{environment}/{name}");
-    format!("s{}", data_encoding::BASE32_NOPAD.encode(raw.as_bytes()).to_ascii_lowercase())
+    format!(
+        "s{}",
+        data_encoding::BASE32_NOPAD
+            .encode(raw.as_bytes())
+            .to_ascii_lowercase()
+    )
 }
 
 #[derive(Clone)]
@@ -42,7 +47,9 @@ pub struct KubernetesBackend {
 
 impl std::fmt::Debug for KubernetesBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubernetesBackend").field("namespace", &self.namespace).finish()
+        f.debug_struct("KubernetesBackend")
+            .field("namespace", &self.namespace)
+            .finish()
     }
 }
 
@@ -65,7 +72,10 @@ impl KubernetesBackend {
             kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
             other => other.to_string(),
         };
-        BackendError::Unavailable(format!("{what} in store namespace {:?}: {detail}", self.namespace))
+        BackendError::Unavailable(format!(
+            "{what} in store namespace {:?}: {detail}",
+            self.namespace
+        ))
     }
 
     fn secret(&self, environment: &str, name: &str, data: &SecretData) -> Secret {
@@ -84,7 +94,11 @@ impl KubernetesBackend {
                 ),
                 ..Default::default()
             },
-            data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.expose().as_bytes().to_vec()))).collect()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.expose().as_bytes().to_vec())))
+                    .collect(),
+            ),
             type_: Some("Opaque".to_string()),
             ..Default::default()
         }
@@ -102,10 +116,18 @@ pub fn decode(secret: &Secret) -> Option<StoredSecret> {
         .flatten()
         // Values are UTF-8 by contract; a non-UTF-8 value written behind our back is replaced
         // lossily rather than failing every consumer.
-        .map(|(k, v)| (k.clone(), SecretValue::new(String::from_utf8_lossy(&v.0).into_owned())))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                SecretValue::new(String::from_utf8_lossy(&v.0).into_owned()),
+            )
+        })
         .collect();
     let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let updated = annotations.get(UPDATED_ANNOTATION).and_then(|t| t.parse().ok()).or(created);
+    let updated = annotations
+        .get(UPDATED_ANNOTATION)
+        .and_then(|t| t.parse().ok())
+        .or(created);
     Some(StoredSecret {
         name,
         environment,
@@ -122,14 +144,26 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
 
 #[async_trait]
 impl SecretBackend for KubernetesBackend {
-    async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError> {
+    async fn get(
+        &self,
+        environment: &str,
+        name: &str,
+    ) -> Result<Option<StoredSecret>, BackendError> {
         let secret = self
             .api
             .get_opt(&object_name(environment, name))
             .await
-            .map_err(|e| self.unavailable(&format!("reading secret {name:?} (environment {environment:?})"), e))?;
+            .map_err(|e| {
+                self.unavailable(
+                    &format!("reading secret {name:?} (environment {environment:?})"),
+                    e,
+                )
+            })?;
         // An object whose annotations disagree is not this secret (hand-made): treat as absent.
-        Ok(secret.as_ref().and_then(decode).filter(|s| s.name == name && s.environment == environment))
+        Ok(secret
+            .as_ref()
+            .and_then(decode)
+            .filter(|s| s.name == name && s.environment == environment))
     }
 
     async fn list(&self, environment: Option<&str>) -> Result<Vec<SecretSummary>, BackendError> {
@@ -149,21 +183,44 @@ impl SecretBackend for KubernetesBackend {
         Ok(out)
     }
 
-    async fn create(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
-        match self.api.create(&PostParams::default(), &self.secret(environment, name, &data)).await {
+    async fn create(
+        &self,
+        environment: &str,
+        name: &str,
+        data: SecretData,
+    ) -> Result<(), BackendError> {
+        match self
+            .api
+            .create(
+                &PostParams::default(),
+                &self.secret(environment, name, &data),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => {
-                Err(BackendError::AlreadyExists { name: name.to_string(), environment: environment.to_string() })
-            }
+            Err(e) if is_status(&e, 409) => Err(BackendError::AlreadyExists {
+                name: name.to_string(),
+                environment: environment.to_string(),
+            }),
             Err(e) => Err(self.unavailable(&format!("creating secret {name:?}"), e)),
         }
     }
 
-    async fn replace(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
+    async fn replace(
+        &self,
+        environment: &str,
+        name: &str,
+        data: SecretData,
+    ) -> Result<(), BackendError> {
         let object = object_name(environment, name);
         let what = format!("replacing secret {name:?}");
         let mut desired = self.secret(environment, name, &data);
-        match self.api.get_opt(&object).await.map_err(|e| self.unavailable(&what, e))? {
+        match self
+            .api
+            .get_opt(&object)
+            .await
+            .map_err(|e| self.unavailable(&what, e))?
+        {
             None => return self.create(environment, name, data).await,
             Some(existing) => {
                 // A PUT with the resourceVersion we read: one atomic write of the whole data
@@ -172,37 +229,63 @@ impl SecretBackend for KubernetesBackend {
                 desired.metadata.creation_timestamp = existing.metadata.creation_timestamp;
             }
         }
-        self.api.replace(&object, &PostParams::default(), &desired).await.map_err(|e| self.unavailable(&what, e))?;
+        self.api
+            .replace(&object, &PostParams::default(), &desired)
+            .await
+            .map_err(|e| self.unavailable(&what, e))?;
         Ok(())
     }
 
     async fn delete(&self, environment: &str, name: &str) -> Result<(), BackendError> {
         let object = object_name(environment, name);
         let what = format!("deleting secret {name:?}");
-        let Some(existing) = self.api.get_opt(&object).await.map_err(|e| self.unavailable(&what, e))? else {
-            return Err(BackendError::NotFound { name: name.to_string(), environment: environment.to_string() });
+        let Some(existing) = self
+            .api
+            .get_opt(&object)
+            .await
+            .map_err(|e| self.unavailable(&what, e))?
+        else {
+            return Err(BackendError::NotFound {
+                name: name.to_string(),
+                environment: environment.to_string(),
+            });
         };
         // Delete exactly what we looked at (never a same-named object created meanwhile).
         let params = DeleteParams {
-            preconditions: Some(Preconditions { uid: existing.metadata.uid, resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: existing.metadata.uid,
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match self.api.delete(&object, &params).await {
             Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 404) => {
-                Err(BackendError::NotFound { name: name.to_string(), environment: environment.to_string() })
-            }
+            Err(e) if is_status(&e, 404) => Err(BackendError::NotFound {
+                name: name.to_string(),
+                environment: environment.to_string(),
+            }),
             Err(e) => Err(self.unavailable(&what, e)),
         }
     }
 
     async fn check(&self) -> Result<(), BackendError> {
         // Listing one store Secret proves both that the namespace is there and that we may read.
-        match self.api.list_metadata(&ListParams::default().labels(&format!("{STORE_SECRET_LABEL}=true")).limit(1)).await {
+        match self
+            .api
+            .list_metadata(
+                &ListParams::default()
+                    .labels(&format!("{STORE_SECRET_LABEL}=true"))
+                    .limit(1),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 403) => Err(self.unavailable("listing secrets", e)),
             Err(e) => match self.namespaces.get_opt(&self.namespace).await {
-                Ok(None) => Err(BackendError::Misconfigured(format!("store namespace {:?} does not exist", self.namespace))),
+                Ok(None) => Err(BackendError::Misconfigured(format!(
+                    "store namespace {:?} does not exist",
+                    self.namespace
+                ))),
                 _ => Err(self.unavailable("listing secrets", e)),
             },
         }
@@ -215,13 +298,23 @@ mod tests {
 
     #[test]
     fn object_names_are_valid_and_distinct() {
-        let pairs = [("main", "stripe"), ("main", "Stripe"), ("main", "STRIPE"), ("prod", "stripe"), ("ma", "in/stripe")];
-        let names: std::collections::BTreeSet<String> = pairs.iter().map(|(e, n)| object_name(e, n)).collect();
+        let pairs = [
+            ("main", "stripe"),
+            ("main", "Stripe"),
+            ("main", "STRIPE"),
+            ("prod", "stripe"),
+            ("ma", "in/stripe"),
+        ];
+        let names: std::collections::BTreeSet<String> =
+            pairs.iter().map(|(e, n)| object_name(e, n)).collect();
         assert_eq!(names.len(), pairs.len(), "{names:?}");
         for n in &names {
             assert!(crate::model::is_dns_subdomain(n), "{n}");
         }
         let longest = object_name(&"e".repeat(64), &"N".repeat(64));
-        assert!(longest.len() <= 253 && crate::model::is_dns_subdomain(&longest), "{longest}");
+        assert!(
+            longest.len() <= 253 && crate::model::is_dns_subdomain(&longest),
+            "{longest}"
+        );
     }
 }

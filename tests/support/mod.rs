@@ -14,7 +14,8 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config, ResourceExt,
@@ -42,7 +43,13 @@ pub fn kubeconfig_path() -> &'static Path {
             .expect("scripts/cluster runs");
         assert!(out.status.success(), "scripts/cluster up failed");
         let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-        PathBuf::from(stdout.lines().last().expect("kubeconfig path on the last line").trim())
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("kubeconfig path on the last line")
+                .trim(),
+        )
     })
 }
 
@@ -77,11 +84,16 @@ pub async fn install_crds(client: &Client) {
         let params = PatchParams::apply("secretref-tests").force();
         for crd in secretref::api::crds() {
             let name = crd.name_any();
-            api.patch(&name, &params, &Patch::Apply(&crd)).await.expect("CRD applies");
-            tokio::time::timeout(Duration::from_secs(30), await_condition(api.clone(), &name, conditions::is_crd_established()))
+            api.patch(&name, &params, &Patch::Apply(&crd))
                 .await
-                .expect("CRD established in time")
-                .expect("CRD watch");
+                .expect("CRD applies");
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(api.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .expect("CRD established in time")
+            .expect("CRD watch");
         }
     })
     .await;
@@ -95,14 +107,23 @@ pub struct TestNamespace {
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let name = format!("{prefix}-{:x}{:x}", nanos % 0xfffff, COUNTER.fetch_add(1, Ordering::Relaxed));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "{prefix}-{:x}{:x}",
+            nanos % 0xfffff,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let api: Api<Namespace> = Api::all(client.clone());
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": name, "labels": { "secretref.dev/test": "true" } }
         }))
         .expect("namespace");
-        api.create(&PostParams::default(), &ns).await.expect("namespace created");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
         TestNamespace { name }
     }
 }
@@ -116,7 +137,10 @@ impl Drop for TestNamespace {
         // Drop cannot await, and the test's runtime is blocked here: delete from a thread with
         // a runtime (and client) of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 let api: Api<Namespace> = Api::all(client().await);
                 let _ = api.delete(&name, &DeleteParams::background()).await;

@@ -1,0 +1,74 @@
+//! What every reconcile shares: the client, caches of the stores, the event recorder, the hash
+//! key and the per-object backoff.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use kube::{
+    Client,
+    runtime::{events::Recorder, reflector::Store},
+};
+
+use crate::{
+    api::{ClusterSecretStore, SecretStore},
+    hash::HashKey,
+};
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub hash_key: HashKey,
+    pub secret_stores: Store<SecretStore>,
+    pub cluster_stores: Store<ClusterSecretStore>,
+    pub backoff: Backoff,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// Exponential backoff per object for transient failures: 1 s, 2 s, 4 s ... capped at 5 min,
+/// reset by a success. Keyed by `namespace/name`.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    pub const BASE: Duration = Duration::from_secs(1);
+    pub const CAP: Duration = Duration::from_secs(300);
+
+    /// Records a failure and returns how long to wait before the next try.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        let delay = Self::BASE
+            .saturating_mul(1u32 << (*n).min(16))
+            .min(Self::CAP);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    pub fn reset(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let b = Backoff::default();
+        let delays: Vec<u64> = (0..12).map(|_| b.next("ns/a").as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(b.next("ns/b").as_secs(), 1, "per object");
+        b.reset("ns/a");
+        assert_eq!(b.next("ns/a").as_secs(), 1);
+    }
+}

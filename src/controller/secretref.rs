@@ -1,0 +1,203 @@
+//! The SecretRef reconciler: read → resolve → merge → apply → status. Thin by design: the
+//! decisions live in `desired`, `status` and `target`.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::try_join_all;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+use tracing::{info, instrument, warn};
+
+use super::{
+    context::Context,
+    resolve, rollout,
+    status::{self, Synced},
+    target,
+};
+use crate::{
+    api::{Reason, SecretRef, condition::find_ready},
+    desired::{self, MAX_SECRET_BYTES},
+    error::SyncError,
+};
+
+/// How long a SecretRef that cannot sync until something changes waits before re-checking
+/// anyway when its refreshInterval is 0 (changes to it, its store and its secrets are watched).
+const IDLE_RECHECK: Duration = Duration::from_secs(300);
+
+#[instrument(skip_all, fields(secretref = %sr.name_any(), namespace = sr.namespace().unwrap_or_default()))]
+pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, SyncError> {
+    let namespace = sr.namespace().unwrap_or_default();
+    let api: Api<SecretRef> = Api::namespaced(ctx.client.clone(), &namespace);
+    let outcome = sync(&sr, &ctx).await;
+    let previous_reason = sr
+        .status
+        .as_ref()
+        .and_then(|s| find_ready(&s.conditions))
+        .map(|c| c.reason.clone());
+    let next = status::next_status(
+        sr.status.as_ref(),
+        sr.meta().generation,
+        &outcome,
+        Time(jiff::Timestamp::now()),
+    );
+    if let Err(e) = status::write(&api, &sr, next).await {
+        warn!(error = %e, "status not written");
+    }
+    publish_events(&sr, &ctx, &outcome, previous_reason.as_deref()).await;
+    match outcome {
+        Ok(_) => {
+            ctx.backoff.reset(&key(&sr));
+            let interval: Duration = sr.spec.refresh_interval.into();
+            Ok(if interval.is_zero() {
+                Action::await_change()
+            } else {
+                Action::requeue(interval)
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Transient failures back off per object; the rest re-check at the refresh interval.
+pub fn error_policy(sr: Arc<SecretRef>, err: &SyncError, ctx: Arc<Context>) -> Action {
+    if err.is_retryable() {
+        let delay = ctx.backoff.next(&key(&sr));
+        warn!(secretref = %sr.name_any(), reason = %err.reason(), ?delay, "sync failed, retrying");
+        Action::requeue(delay)
+    } else {
+        let interval: Duration = sr.spec.refresh_interval.into();
+        Action::requeue(if interval.is_zero() {
+            IDLE_RECHECK
+        } else {
+            interval
+        })
+    }
+}
+
+fn key(sr: &SecretRef) -> String {
+    format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())
+}
+
+async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
+    let namespace = sr.namespace().unwrap_or_default();
+    let store = resolve::store(sr, ctx).await?;
+    let reads = try_join_all(
+        sr.spec
+            .secrets
+            .iter()
+            .map(|s| store.backend.get(&store.environment, &s.name)),
+    )
+    .await
+    .map_err(|source| SyncError::Backend {
+        store: store.label.clone(),
+        source,
+    })?;
+    let merged = desired::merge(&sr.spec, reads, &store.label, &store.environment)?;
+    let target_name = sr.target_name();
+    let size = desired::data_size(&merged.data);
+    if size > MAX_SECRET_BYTES {
+        return Err(SyncError::TooLarge {
+            target: target_name,
+            size,
+        });
+    }
+    let data_hash = ctx.hash_key.data_hash(&sr.spec.target.r#type, &merged.data);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let wrote = target::apply(&secrets, sr, &merged.data, &data_hash).await?;
+
+    let previous_hash = sr.status.as_ref().and_then(|s| s.data_hash.as_deref());
+    if wrote {
+        info!(target = %target_name, keys = merged.data.len(), "target Secret written");
+        if !merged.not_env_keys.is_empty() {
+            let note = format!(
+                "keys that are not environment variable names (envFrom skips them): {}",
+                merged.not_env_keys.join(", ")
+            );
+            publish(
+                ctx,
+                sr,
+                EventType::Warning,
+                Reason::InvalidKeys.as_str(),
+                note,
+            )
+            .await;
+        }
+    }
+    // Restart only on a real change of data: never for the first sync, a no-op resync, an
+    // operator restart or a repaired drift (all of which leave dataHash as it was).
+    if !sr.spec.rollout_restart.is_empty() && previous_hash.is_some_and(|h| h != data_hash) {
+        let at = jiff::Timestamp::now().to_string();
+        let failures =
+            rollout::restart(&ctx.client, &namespace, &sr.spec.rollout_restart, &at).await;
+        for failure in failures {
+            publish(ctx, sr, EventType::Warning, "RolloutRestartFailed", failure).await;
+        }
+    }
+    Ok(Synced {
+        message: format!(
+            "Secret {target_name:?} holds {} keys from {} secrets of {} (environment {:?})",
+            merged.data.len(),
+            merged
+                .sources
+                .iter()
+                .filter(|s| s.version.is_some())
+                .count(),
+            store.label,
+            store.environment
+        ),
+        data_hash,
+        sources: merged.sources,
+        wrote,
+    })
+}
+
+/// An Event on each real change and each new failure reason, never on a no-op resync.
+async fn publish_events(
+    sr: &SecretRef,
+    ctx: &Context,
+    outcome: &Result<Synced, SyncError>,
+    previous_reason: Option<&str>,
+) {
+    match outcome {
+        Ok(s) if s.wrote || previous_reason != Some(Reason::Synced.as_str()) => {
+            publish(
+                ctx,
+                sr,
+                EventType::Normal,
+                Reason::Synced.as_str(),
+                s.message.clone(),
+            )
+            .await;
+        }
+        Err(e) if previous_reason != Some(e.reason().as_str()) => {
+            publish(
+                ctx,
+                sr,
+                EventType::Warning,
+                e.reason().as_str(),
+                e.to_string(),
+            )
+            .await;
+        }
+        _ => {}
+    }
+}
+
+async fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &sr.object_ref(&())).await {
+        warn!(error = %e, "event not published");
+    }
+}

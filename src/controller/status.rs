@@ -1,0 +1,156 @@
+//! SecretRef status: the next status from the last one and a sync's outcome (pure), and writing
+//! it only when it changed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+};
+
+use crate::{
+    api::{Condition, Reason, SecretRef, SecretRefStatus, SourceStatus, condition::find_ready},
+    error::SyncError,
+};
+
+/// What a successful sync produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synced {
+    pub data_hash: String,
+    pub sources: Vec<SourceStatus>,
+    /// Whether the target was written (its data really changed, or drift was repaired).
+    pub wrote: bool,
+    pub message: String,
+}
+
+/// The status after a sync. A failure keeps the last good `dataHash`, `sources` and
+/// `lastSyncTime`: the target still holds that data.
+pub fn next_status(
+    previous: Option<&SecretRefStatus>,
+    generation: Option<i64>,
+    outcome: &Result<Synced, SyncError>,
+    now: Time,
+) -> SecretRefStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    let prev_ready = find_ready(&previous.conditions);
+    let (condition, mut status) = match outcome {
+        Ok(s) => {
+            let changed = s.wrote
+                || previous.data_hash.as_deref() != Some(&s.data_hash)
+                || prev_ready.is_none_or(|c| c.status != "True");
+            let status = SecretRefStatus {
+                data_hash: Some(s.data_hash.clone()),
+                sources: s.sources.clone(),
+                last_sync_time: if changed {
+                    Some(now.clone())
+                } else {
+                    previous.last_sync_time.clone()
+                },
+                ..previous.clone()
+            };
+            (
+                Condition::ready(Reason::Synced, &s.message, generation, prev_ready, now),
+                status,
+            )
+        }
+        Err(e) => (
+            Condition::ready(e.reason(), e.to_string(), generation, prev_ready, now),
+            previous.clone(),
+        ),
+    };
+    status.observed_generation = generation;
+    status.conditions.retain(|c| c.type_ != condition.type_);
+    status.conditions.push(condition);
+    status
+}
+
+/// Writes `status` unless it equals what the SecretRef already shows.
+pub async fn write(
+    api: &Api<SecretRef>,
+    sr: &SecretRef,
+    status: SecretRefStatus,
+) -> Result<(), SyncError> {
+    if sr.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &sr.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| {
+        SyncError::kube(
+            format!("writing status of SecretRef {:?}", sr.name_any()),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).expect("valid"))
+    }
+
+    fn synced(hash: &str, wrote: bool) -> Result<Synced, SyncError> {
+        Ok(Synced {
+            data_hash: hash.into(),
+            sources: vec![],
+            wrote,
+            message: "ok".into(),
+        })
+    }
+
+    #[test]
+    fn a_no_op_resync_changes_nothing() {
+        let first = next_status(None, Some(1), &synced("h1", true), t(10));
+        let again = next_status(Some(&first), Some(1), &synced("h1", false), t(20));
+        assert_eq!(
+            first, again,
+            "no new lastSyncTime or transition time on a no-op"
+        );
+    }
+
+    #[test]
+    fn failures_keep_the_last_good_data_and_flip_the_condition() {
+        let good = next_status(None, Some(1), &synced("h1", true), t(10));
+        let bad = next_status(
+            Some(&good),
+            Some(1),
+            &Err(SyncError::MissingRequiredKeys {
+                keys: vec!["A".into()],
+            }),
+            t(20),
+        );
+        assert_eq!(bad.data_hash.as_deref(), Some("h1"));
+        assert_eq!(bad.last_sync_time, good.last_sync_time);
+        let ready = find_ready(&bad.conditions).expect("ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "MissingRequiredKeys")
+        );
+        assert_eq!(ready.last_transition_time, t(20));
+        let worse = next_status(
+            Some(&bad),
+            Some(2),
+            &Err(SyncError::InvalidKeys {
+                keys: vec!["a b".into()],
+            }),
+            t(30),
+        );
+        let ready = find_ready(&worse.conditions).expect("ready");
+        assert_eq!(
+            ready.last_transition_time,
+            t(20),
+            "status stayed False: no transition"
+        );
+        assert_eq!(worse.observed_generation, Some(2));
+        let recovered = next_status(Some(&worse), Some(2), &synced("h2", true), t(40));
+        assert_eq!(recovered.last_sync_time, Some(t(40)));
+        assert_eq!(recovered.conditions.len(), 1);
+    }
+}

@@ -1,0 +1,124 @@
+//! SecretStore and ClusterSecretStore reconciliation: check the provider can serve and say so
+//! in the `Ready` condition.
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::{instrument, warn};
+
+use super::context::Context;
+use crate::{
+    api::{
+        ClusterSecretStore, Condition, Provider, Reason, SecretStore, StoreStatus,
+        condition::find_ready,
+    },
+    backend::{BackendError, for_provider},
+    error::SyncError,
+};
+
+/// How often a healthy store is re-checked.
+const RECHECK: Duration = Duration::from_secs(300);
+
+/// What the store reconciler needs from either store kind.
+pub trait StoreObject:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
+{
+    fn provider(&self) -> &Provider;
+    fn store_status(&self) -> Option<&StoreStatus>;
+    fn api(&self, client: kube::Client) -> Api<Self>;
+}
+
+impl StoreObject for SecretStore {
+    fn provider(&self) -> &Provider {
+        &self.spec.provider
+    }
+    fn store_status(&self) -> Option<&StoreStatus> {
+        self.status.as_ref()
+    }
+    fn api(&self, client: kube::Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+}
+
+impl StoreObject for ClusterSecretStore {
+    fn provider(&self) -> &Provider {
+        &self.spec.provider
+    }
+    fn store_status(&self) -> Option<&StoreStatus> {
+        self.status.as_ref()
+    }
+    fn api(&self, client: kube::Client) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+#[instrument(skip_all, fields(store = %store.name_any()))]
+pub async fn reconcile<K: StoreObject>(
+    store: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, SyncError> {
+    let checked = match for_provider(&ctx.client, store.provider()) {
+        Ok(backend) => backend.check().await,
+        Err(e) => Err(e),
+    };
+    let (reason, message) = match &checked {
+        Ok(()) => (Reason::Valid, "the store can serve".to_string()),
+        Err(e @ BackendError::Unavailable(_)) => (Reason::BackendUnavailable, e.to_string()),
+        Err(e) => (Reason::InvalidProvider, e.to_string()),
+    };
+    let previous = store.store_status().cloned().unwrap_or_default();
+    let generation = store.meta().generation;
+    let condition = Condition::ready(
+        reason,
+        message,
+        generation,
+        find_ready(&previous.conditions),
+        Time(jiff::Timestamp::now()),
+    );
+    let status = StoreStatus {
+        observed_generation: generation,
+        conditions: vec![condition],
+    };
+    if store.store_status() != Some(&status) {
+        let patch = serde_json::json!({ "status": status });
+        store
+            .api(ctx.client.clone())
+            .patch_status(
+                &store.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| {
+                SyncError::kube(format!("writing status of store {:?}", store.name_any()), e)
+            })?;
+    }
+    let key = format!(
+        "store/{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    );
+    match reason {
+        Reason::BackendUnavailable => Ok(Action::requeue(ctx.backoff.next(&key))),
+        _ => {
+            ctx.backoff.reset(&key);
+            Ok(Action::requeue(RECHECK))
+        }
+    }
+}
+
+pub fn error_policy<K: StoreObject>(store: Arc<K>, err: &SyncError, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "store/{}/{}",
+        store.namespace().unwrap_or_default(),
+        store.name_any()
+    );
+    warn!(store = %store.name_any(), error = %err, "store check failed");
+    Action::requeue(ctx.backoff.next(&key))
+}
