@@ -79,11 +79,7 @@ pub fn merge(
     if !missing.is_empty() {
         return Err(SyncError::MissingRequiredKeys { keys: missing });
     }
-    let invalid: Vec<String> = data
-        .keys()
-        .filter(|k| !is_secret_data_key(k))
-        .cloned()
-        .collect();
+    let invalid: Vec<String> = data.keys().filter(|k| !is_secret_data_key(k)).cloned().collect();
     if !invalid.is_empty() {
         return Err(SyncError::InvalidKeys { keys: invalid });
     }
@@ -131,8 +127,7 @@ fn label_value(name: &str) -> String {
 /// Whether the target carries a controller ownerReference (and so is garbage-collected with
 /// the SecretRef): only for creationPolicy Owner with deletionPolicy Delete.
 pub fn owns_target(sr: &SecretRef) -> bool {
-    sr.spec.target.creation_policy == CreationPolicy::Owner
-        && sr.spec.target.deletion_policy == DeletionPolicy::Delete
+    sr.spec.target.creation_policy == CreationPolicy::Owner && sr.spec.target.deletion_policy == DeletionPolicy::Delete
 }
 
 /// The Secret to server-side apply. Under `Merge` it holds only secretref's keys and labels, so
@@ -141,11 +136,7 @@ pub fn desired_secret(sr: &SecretRef, data: &SecretData, data_hash: &str) -> Sec
     let name = sr.metadata.name.clone().unwrap_or_default();
     let target = &sr.spec.target;
     let merge = target.creation_policy == CreationPolicy::Merge;
-    let mut labels = if merge {
-        BTreeMap::new()
-    } else {
-        target.labels.clone()
-    };
+    let mut labels = if merge { BTreeMap::new() } else { target.labels.clone() };
     labels.extend(target_labels(&name));
     let mut annotations = if merge {
         BTreeMap::new()
@@ -221,10 +212,7 @@ mod tests {
     }
 
     fn values(m: &Merged) -> Vec<(&str, &str)> {
-        m.data
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.expose()))
-            .collect()
+        m.data.iter().map(|(k, v)| (k.as_str(), v.expose())).collect()
     }
 
     #[test]
@@ -301,18 +289,9 @@ mod tests {
     fn required_keys_list_every_missing_key() {
         let mut s = spec(vec![source("a")]);
         s.required_keys = vec!["A".into(), "B".into(), "C".into()];
-        let err = merge(
-            &s,
-            vec![stored("a", "1", &[("B", "secret-b")])],
-            "st",
-            "main",
-        )
-        .expect_err("missing");
+        let err = merge(&s, vec![stored("a", "1", &[("B", "secret-b")])], "st", "main").expect_err("missing");
         assert_eq!(err.reason(), crate::api::Reason::MissingRequiredKeys);
-        assert_eq!(
-            err.to_string(),
-            "required keys missing after the merge: A, C"
-        );
+        assert_eq!(err.to_string(), "required keys missing after the merge: A, C");
     }
 
     #[test]

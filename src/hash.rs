@@ -29,8 +29,7 @@ impl HashKey {
     /// `hmac-sha256:<hex>` of `data` (keys and values, length-prefixed so that no two different
     /// maps encode alike) and the Secret type.
     pub fn data_hash(&self, secret_type: &str, data: &SecretData) -> String {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         let mut feed = |bytes: &[u8]| {
             mac.update(&(bytes.len() as u64).to_be_bytes());
             mac.update(bytes);

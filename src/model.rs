@@ -13,8 +13,7 @@ pub const ENV_KEY_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 /// JSON-schema pattern of a native Secret data key (see [`is_secret_data_key`]).
 pub const SECRET_DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// JSON-schema pattern of a DNS-1123 subdomain, the rule for Secret names.
-pub const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// The environment a store uses when neither the SecretRef nor the store names one.
 pub const DEFAULT_ENVIRONMENT: &str = "main";
@@ -115,9 +114,7 @@ mod tests {
     use super::*;
 
     fn pattern_matches(pattern: &str, s: &str) -> bool {
-        regex::Regex::new(pattern)
-            .expect("valid pattern")
-            .is_match(s)
+        regex::Regex::new(pattern).expect("valid pattern").is_match(s)
     }
 
     /// The schema patterns (enforced by the API server) and the functions (enforced by the
@@ -166,11 +163,7 @@ mod tests {
                 pattern_matches(ENVIRONMENT_PATTERN, s),
                 "environment {s:?}"
             );
-            assert_eq!(
-                is_env_key(s),
-                pattern_matches(ENV_KEY_PATTERN, s),
-                "env key {s:?}"
-            );
+            assert_eq!(is_env_key(s), pattern_matches(ENV_KEY_PATTERN, s), "env key {s:?}");
             assert_eq!(
                 is_dns_subdomain(s),
                 pattern_matches(DNS_SUBDOMAIN_PATTERN, s) && s.len() <= 253,

@@ -23,11 +23,7 @@ fn render(file: &FileSpec, data: &SecretData) -> Result<SecretValue, SyncError> 
     Ok(SecretValue::new(match file.format {
         FileFormat::Dotenv => dotenv(data),
         FileFormat::Json => json(data),
-        FileFormat::Template => template(
-            &file.key,
-            file.template.as_deref().unwrap_or_default(),
-            data,
-        )?,
+        FileFormat::Template => template(&file.key, file.template.as_deref().unwrap_or_default(), data)?,
     }))
 }
 
@@ -67,15 +63,12 @@ fn template(key: &str, source: &str, data: &SecretData) -> Result<String, SyncEr
     // A typo in a variable name must fail loudly, not render an empty string.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(TEMPLATE_FUEL));
-    let context: std::collections::BTreeMap<String, String> = data
-        .iter()
-        .map(|(k, v)| (k.clone(), v.expose().to_string()))
-        .collect();
-    env.render_str(source, context)
-        .map_err(|err| SyncError::Template {
-            key: key.to_string(),
-            message: describe(&err),
-        })
+    let context: std::collections::BTreeMap<String, String> =
+        data.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
+    env.render_str(source, context).map_err(|err| SyncError::Template {
+        key: key.to_string(),
+        message: describe(&err),
+    })
 }
 
 /// The error's kind, detail and line: never the debug dump, which can show variable values.
@@ -122,10 +115,7 @@ mod tests {
         let parsed: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
             .collect::<Result<_, _>>()
             .expect("parses");
-        let expected: Vec<(String, String)> = input
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_string()))
-            .collect();
+        let expected: Vec<(String, String)> = input.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
         assert_eq!(parsed, expected);
     }
 
@@ -138,11 +128,7 @@ mod tests {
     #[test]
     fn templates_see_every_key() {
         let out = render_files(
-            &[file(
-                "c.yaml",
-                FileFormat::Template,
-                Some("k: {{ STRIPE_KEY }}"),
-            )],
+            &[file("c.yaml", FileFormat::Template, Some("k: {{ STRIPE_KEY }}"))],
             &data(&[("STRIPE_KEY", "sk")]),
         )
         .expect("renders");
@@ -153,11 +139,7 @@ mod tests {
     fn template_errors_name_the_file_not_the_values() {
         let values = data(&[("SECRET", "hunter2")]);
         let err = render_files(
-            &[file(
-                "c",
-                FileFormat::Template,
-                Some("{{ SECRET }} {{ MISSING }}"),
-            )],
+            &[file("c", FileFormat::Template, Some("{{ SECRET }} {{ MISSING }}"))],
             &values,
         )
         .expect_err("undefined variable");
@@ -165,11 +147,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("files[c]"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
-        let err = render_files(
-            &[file("c", FileFormat::Template, Some("{% for x in "))],
-            &values,
-        )
-        .expect_err("syntax");
+        let err = render_files(&[file("c", FileFormat::Template, Some("{% for x in "))], &values).expect_err("syntax");
         assert!(err.to_string().contains("syntax"), "{err}");
     }
 
@@ -179,9 +157,7 @@ mod tests {
             &[file(
                 "c",
                 FileFormat::Template,
-                Some(
-                    "{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}",
-                ),
+                Some("{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}"),
             )],
             &SecretData::new(),
         )

@@ -51,13 +51,8 @@ async fn assert_rejected(client: &Client, ns: &str, case: &str, spec: Value, fie
     let name = format!("bad-{}", case.to_lowercase());
     let err = create(client, ns, secret_ref(&name, spec))
         .await
-        .expect_err(&format!(
-            "{case}: the API server accepted an invalid SecretRef"
-        ));
-    assert!(
-        err.contains(field),
-        "{case}: message does not name {field}: {err}"
-    );
+        .expect_err(&format!("{case}: the API server accepted an invalid SecretRef"));
+    assert!(err.contains(field), "{case}: message does not name {field}: {err}");
 }
 
 #[tokio::test]
@@ -114,8 +109,7 @@ async fn design_examples_are_accepted() {
     .expect("a SecretRef with one secret is valid");
 
     // Server-side defaults fill in what the user left out.
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
     let minimal = api.get("minimal").await.expect("get");
     assert_eq!(minimal.data["spec"]["refreshInterval"], "60s");
     assert_eq!(minimal.data["spec"]["target"]["creationPolicy"], "Owner");
@@ -129,14 +123,7 @@ async fn invalid_secretrefs_are_rejected_naming_the_field() {
     let n = ns.name.as_str();
     let ok = || json!([{ "name": "a" }]);
     assert_rejected(c, n, "V1-empty", json!({ "secrets": [] }), "spec.secrets").await;
-    assert_rejected(
-        c,
-        n,
-        "V1-missing",
-        json!({ "environment": "prod" }),
-        "spec.secrets",
-    )
-    .await;
+    assert_rejected(c, n, "V1-missing", json!({ "environment": "prod" }), "spec.secrets").await;
     assert_rejected(
         c,
         n,
@@ -263,8 +250,7 @@ async fn invalid_secretrefs_are_rejected_naming_the_field() {
 #[tokio::test]
 async fn target_name_is_immutable() {
     let (client, ns) = setup("api-immutable").await;
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &resource("SecretRef"));
     let params = PatchParams::apply("secretref-tests");
     let apply = |target: Value| {
         Patch::Apply(secret_ref(
@@ -275,13 +261,9 @@ async fn target_name_is_immutable() {
     api.patch("web", &params, &apply(json!({ "name": "web-env" })))
         .await
         .expect("created");
-    api.patch(
-        "web",
-        &params,
-        &apply(json!({ "name": "web-env", "type": "Opaque" })),
-    )
-    .await
-    .expect("other target fields may change");
+    api.patch("web", &params, &apply(json!({ "name": "web-env", "type": "Opaque" })))
+        .await
+        .expect("other target fields may change");
     let err = api
         .patch("web", &params, &apply(json!({ "name": "other" })))
         .await
@@ -292,10 +274,7 @@ async fn target_name_is_immutable() {
     api.patch(
         "implicit",
         &params,
-        &Patch::Apply(secret_ref(
-            "implicit",
-            json!({ "secrets": [{ "name": "a" }] }),
-        )),
+        &Patch::Apply(secret_ref("implicit", json!({ "secrets": [{ "name": "a" }] }))),
     )
     .await
     .expect("created");
@@ -347,10 +326,16 @@ async fn stores_need_exactly_one_provider() {
     .await
     .expect_err("V10: two providers");
     assert!(err.contains("spec.provider.vault"), "{err}");
-    let err = create(&client, &ns.name, json!({
-        "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "env" },
-        "spec": { "defaultEnvironment": "-prod", "provider": { "kubernetes": { "namespace": "a" } } }
-    })).await.expect_err("bad environment");
+    let err = create(
+        &client,
+        &ns.name,
+        json!({
+            "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "env" },
+            "spec": { "defaultEnvironment": "-prod", "provider": { "kubernetes": { "namespace": "a" } } }
+        }),
+    )
+    .await
+    .expect_err("bad environment");
     assert!(err.contains("spec.defaultEnvironment"), "{err}");
 }
 
@@ -362,11 +347,7 @@ fn kubectl_explain_prints_the_field_docs() {
         .args(["explain", "secretref.spec.secrets"])
         .output()
         .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -42,17 +42,10 @@ fn up_with_a_taken_port_fails_fast_and_names_the_port() {
     let state = temp_state("taken");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let (out, took) = cluster(
-        &state,
-        &["up"],
-        &[("SECRETREF_APISERVER_PORT", port.to_string())],
-    );
+    let (out, took) = cluster(&state, &["up"], &[("SECRETREF_APISERVER_PORT", port.to_string())]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!("port {port} is already in use")),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("port {port} is already in use")), "{stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
     let (out, _) = cluster(&state, &["down"], &[]);
     assert!(out.status.success());

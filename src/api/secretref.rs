@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
 use crate::model::{
-    DNS_SUBDOMAIN_PATTERN, ENV_KEY_PATTERN, ENVIRONMENT_PATTERN, SECRET_DATA_KEY_PATTERN,
-    SECRET_NAME_PATTERN,
+    DNS_SUBDOMAIN_PATTERN, ENV_KEY_PATTERN, ENVIRONMENT_PATTERN, SECRET_DATA_KEY_PATTERN, SECRET_NAME_PATTERN,
 };
 
 /// Asks for Modal-style secrets by name and keeps a native Secret in step with them.

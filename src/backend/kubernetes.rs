@@ -32,9 +32,7 @@ pub fn object_name(environment: &str, name: &str) -> String {
     let raw = format!("{environment}/{name}");
     format!(
         "s{}",
-        data_encoding::BASE32_NOPAD
-            .encode(raw.as_bytes())
-            .to_ascii_lowercase()
+        data_encoding::BASE32_NOPAD.encode(raw.as_bytes()).to_ascii_lowercase()
     )
 }
 
@@ -72,10 +70,7 @@ impl KubernetesBackend {
             kube::Error::Api(status) => format!("{} ({})", status.reason, status.code),
             other => other.to_string(),
         };
-        BackendError::Unavailable(format!(
-            "{what} in store namespace {:?}: {detail}",
-            self.namespace
-        ))
+        BackendError::Unavailable(format!("{what} in store namespace {:?}: {detail}", self.namespace))
     }
 
     fn secret(&self, environment: &str, name: &str, data: &SecretData) -> Secret {
@@ -116,12 +111,7 @@ pub fn decode(secret: &Secret) -> Option<StoredSecret> {
         .flatten()
         // Values are UTF-8 by contract; a non-UTF-8 value written behind our back is replaced
         // lossily rather than failing every consumer.
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                SecretValue::new(String::from_utf8_lossy(&v.0).into_owned()),
-            )
-        })
+        .map(|(k, v)| (k.clone(), SecretValue::new(String::from_utf8_lossy(&v.0).into_owned())))
         .collect();
     let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let updated = annotations
@@ -144,21 +134,12 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
 
 #[async_trait]
 impl SecretBackend for KubernetesBackend {
-    async fn get(
-        &self,
-        environment: &str,
-        name: &str,
-    ) -> Result<Option<StoredSecret>, BackendError> {
+    async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError> {
         let secret = self
             .api
             .get_opt(&object_name(environment, name))
             .await
-            .map_err(|e| {
-                self.unavailable(
-                    &format!("reading secret {name:?} (environment {environment:?})"),
-                    e,
-                )
-            })?;
+            .map_err(|e| self.unavailable(&format!("reading secret {name:?} (environment {environment:?})"), e))?;
         // An object whose annotations disagree is not this secret (hand-made): treat as absent.
         Ok(secret
             .as_ref()
@@ -183,18 +164,10 @@ impl SecretBackend for KubernetesBackend {
         Ok(out)
     }
 
-    async fn create(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-    ) -> Result<(), BackendError> {
+    async fn create(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
         match self
             .api
-            .create(
-                &PostParams::default(),
-                &self.secret(environment, name, &data),
-            )
+            .create(&PostParams::default(), &self.secret(environment, name, &data))
             .await
         {
             Ok(_) => Ok(()),
@@ -206,12 +179,7 @@ impl SecretBackend for KubernetesBackend {
         }
     }
 
-    async fn replace(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-    ) -> Result<(), BackendError> {
+    async fn replace(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
         let object = object_name(environment, name);
         let what = format!("replacing secret {name:?}");
         let mut desired = self.secret(environment, name, &data);
@@ -269,26 +237,27 @@ impl SecretBackend for KubernetesBackend {
     }
 
     async fn check(&self) -> Result<(), BackendError> {
-        // Listing one store Secret proves both that the namespace is there and that we may read.
-        match self
-            .api
-            .list_metadata(
-                &ListParams::default()
-                    .labels(&format!("{STORE_SECRET_LABEL}=true"))
-                    .limit(1),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 403) => Err(self.unavailable("listing secrets", e)),
-            Err(e) => match self.namespaces.get_opt(&self.namespace).await {
-                Ok(None) => Err(BackendError::Misconfigured(format!(
+        // Listing succeeds in a namespace that does not exist, so ask for the namespace first.
+        // An identity that may not read namespaces skips that part of the check.
+        match self.namespaces.get_opt(&self.namespace).await {
+            Ok(None) => {
+                return Err(BackendError::Misconfigured(format!(
                     "store namespace {:?} does not exist",
                     self.namespace
-                ))),
-                _ => Err(self.unavailable("listing secrets", e)),
-            },
+                )));
+            }
+            Ok(Some(_)) => {}
+            Err(e) if is_status(&e, 403) => {}
+            Err(e) => return Err(self.unavailable("reading the store namespace", e)),
         }
+        let params = ListParams::default()
+            .labels(&format!("{STORE_SECRET_LABEL}=true"))
+            .limit(1);
+        self.api
+            .list_metadata(&params)
+            .await
+            .map(drop)
+            .map_err(|e| self.unavailable("listing secrets", e))
     }
 }
 
@@ -305,8 +274,7 @@ mod tests {
             ("prod", "stripe"),
             ("ma", "in/stripe"),
         ];
-        let names: std::collections::BTreeSet<String> =
-            pairs.iter().map(|(e, n)| object_name(e, n)).collect();
+        let names: std::collections::BTreeSet<String> = pairs.iter().map(|(e, n)| object_name(e, n)).collect();
         assert_eq!(names.len(), pairs.len(), "{names:?}");
         for n in &names {
             assert!(crate::model::is_dns_subdomain(n), "{n}");

@@ -42,22 +42,14 @@ impl MemoryBackend {
 
     fn guard(&self) -> Result<std::sync::MutexGuard<'_, Secrets>, BackendError> {
         if self.unavailable.load(Ordering::SeqCst) {
-            return Err(BackendError::Unavailable(
-                "memory backend switched off".into(),
-            ));
+            return Err(BackendError::Unavailable("memory backend switched off".into()));
         }
         self.secrets
             .lock()
             .map_err(|_| BackendError::Unavailable("memory backend poisoned".into()))
     }
 
-    fn stored(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-        created: Option<Timestamp>,
-    ) -> StoredSecret {
+    fn stored(&self, environment: &str, name: &str, data: SecretData, created: Option<Timestamp>) -> StoredSecret {
         let now = Timestamp::now();
         StoredSecret {
             name: name.to_string(),
@@ -76,11 +68,7 @@ fn key(environment: &str, name: &str) -> (String, String) {
 
 #[async_trait]
 impl SecretBackend for MemoryBackend {
-    async fn get(
-        &self,
-        environment: &str,
-        name: &str,
-    ) -> Result<Option<StoredSecret>, BackendError> {
+    async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.guard()?.get(&key(environment, name)).cloned())
     }
@@ -94,12 +82,7 @@ impl SecretBackend for MemoryBackend {
             .collect())
     }
 
-    async fn create(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-    ) -> Result<(), BackendError> {
+    async fn create(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
         let mut secrets = self.guard()?;
         if secrets.contains_key(&key(environment, name)) {
             return Err(BackendError::AlreadyExists {
@@ -107,25 +90,14 @@ impl SecretBackend for MemoryBackend {
                 environment: environment.into(),
             });
         }
-        secrets.insert(
-            key(environment, name),
-            self.stored(environment, name, data, None),
-        );
+        secrets.insert(key(environment, name), self.stored(environment, name, data, None));
         Ok(())
     }
 
-    async fn replace(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-    ) -> Result<(), BackendError> {
+    async fn replace(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError> {
         let mut secrets = self.guard()?;
         let created = secrets.get(&key(environment, name)).and_then(|s| s.created);
-        secrets.insert(
-            key(environment, name),
-            self.stored(environment, name, data, created),
-        );
+        secrets.insert(key(environment, name), self.stored(environment, name, data, created));
         Ok(())
     }
 

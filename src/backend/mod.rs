@@ -69,27 +69,13 @@ pub enum BackendError {
 #[async_trait]
 pub trait SecretBackend: Send + Sync + std::fmt::Debug {
     /// Reads one secret in one environment; `Ok(None)` when it does not exist.
-    async fn get(
-        &self,
-        environment: &str,
-        name: &str,
-    ) -> Result<Option<StoredSecret>, BackendError>;
+    async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError>;
     /// Lists secrets, in one environment or in all of them, sorted by environment and name.
     async fn list(&self, environment: Option<&str>) -> Result<Vec<SecretSummary>, BackendError>;
     /// Creates a secret; fails with `AlreadyExists` if it is there.
-    async fn create(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-    ) -> Result<(), BackendError>;
+    async fn create(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError>;
     /// Creates or wholly replaces a secret in one atomic write: keys not in `data` are gone.
-    async fn replace(
-        &self,
-        environment: &str,
-        name: &str,
-        data: SecretData,
-    ) -> Result<(), BackendError>;
+    async fn replace(&self, environment: &str, name: &str, data: SecretData) -> Result<(), BackendError>;
     /// Deletes a secret; fails with `NotFound` if it is not there.
     async fn delete(&self, environment: &str, name: &str) -> Result<(), BackendError>;
     /// Checks that the store can serve at all (reachable, permitted, configured).
@@ -97,19 +83,12 @@ pub trait SecretBackend: Send + Sync + std::fmt::Debug {
 }
 
 /// Builds the backend a store's provider describes.
-pub fn for_provider(
-    client: &kube::Client,
-    provider: &Provider,
-) -> Result<Arc<dyn SecretBackend>, BackendError> {
+pub fn for_provider(client: &kube::Client, provider: &Provider) -> Result<Arc<dyn SecretBackend>, BackendError> {
     match provider {
-        Provider {
-            kubernetes: Some(k),
-        } => Ok(Arc::new(kubernetes::KubernetesBackend::new(
+        Provider { kubernetes: Some(k) } => Ok(Arc::new(kubernetes::KubernetesBackend::new(
             client.clone(),
             &k.namespace,
         ))),
-        Provider { kubernetes: None } => Err(BackendError::Misconfigured(
-            "the store sets no provider".into(),
-        )),
+        Provider { kubernetes: None } => Err(BackendError::Misconfigured("the store sets no provider".into())),
     }
 }

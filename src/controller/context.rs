@@ -19,7 +19,20 @@ pub struct Context {
     pub hash_key: HashKey,
     pub secret_stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,
+    /// Flip to true once each store cache has listed (see `wait_for_stores`).
+    pub stores_synced: [tokio::sync::watch::Receiver<bool>; 2],
     pub backoff: Backoff,
+}
+
+impl Context {
+    /// Waits until both store caches have listed once, so that "store not found" is true.
+    /// (Not `Store::wait_until_ready`: its one-waker channel can lose the wake-up of all but
+    /// one concurrent waiter, and the controllers already wait on it.)
+    pub async fn wait_for_stores(&self) {
+        for synced in &self.stores_synced {
+            let _ = synced.clone().wait_for(|ready| *ready).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -43,18 +56,13 @@ impl Backoff {
     pub fn next(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
-        let delay = Self::BASE
-            .saturating_mul(1u32 << (*n).min(16))
-            .min(Self::CAP);
+        let delay = Self::BASE.saturating_mul(1u32 << (*n).min(16)).min(Self::CAP);
         *n = n.saturating_add(1);
         delay
     }
 
     pub fn reset(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 

@@ -63,9 +63,7 @@ pub struct RunArgs {
 /// SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let client = Client::try_default().await?;
     run_with(client, args, shutdown_signal()).await
@@ -75,11 +73,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -94,28 +91,25 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let shutdown: Shared<futures::future::BoxFuture<'static, ()>> = shutdown.boxed().shared();
     let hash_key = load_hash_key(&client, &args.operator_namespace, &args.hash_key_secret).await?;
-    let (sr_api, ss_api, target_api): (
-        Api<SecretRef>,
-        Api<SecretStore>,
-        Api<PartialObjectMeta<Secret>>,
-    ) = match &args.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    let (sr_api, ss_api, target_api): (Api<SecretRef>, Api<SecretStore>, Api<PartialObjectMeta<Secret>>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     let css_api: Api<ClusterSecretStore> = Api::all(client.clone());
 
-    let ss_controller = Controller::new(ss_api.clone(), watcher::Config::default())
-        .graceful_shutdown_on(shutdown.clone());
-    let css_controller = Controller::new(css_api.clone(), watcher::Config::default())
-        .graceful_shutdown_on(shutdown.clone());
+    let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone());
+    let (css_stream, css_reader, css_synced) = cached(css_api.clone());
+    let ss_controller = Controller::for_stream(ss_stream, ss_reader.clone()).graceful_shutdown_on(shutdown.clone());
+    let css_controller = Controller::for_stream(css_stream, css_reader.clone()).graceful_shutdown_on(shutdown.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -126,8 +120,9 @@ pub async fn run_with(
             },
         ),
         hash_key,
-        secret_stores: ss_controller.store(),
-        cluster_stores: css_controller.store(),
+        secret_stores: ss_reader,
+        cluster_stores: css_reader,
+        stores_synced: [ss_synced, css_synced],
         backoff: Backoff::default(),
     });
 
@@ -172,30 +167,22 @@ pub async fn run_with(
                 .map(|sr| ObjectRef::from_obj(sr.as_ref()))
                 .collect()
         })
-        .watches(
-            ss_api,
-            watcher::Config::default(),
-            move |store: SecretStore| {
-                let ns = store.namespace();
-                by_store
-                    .state()
-                    .iter()
-                    .filter(|sr| sr.namespace() == ns)
-                    .map(|sr| ObjectRef::from_obj(sr.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches(
-            css_api,
-            watcher::Config::default(),
-            move |_: ClusterSecretStore| {
-                by_cluster_store
-                    .state()
-                    .iter()
-                    .map(|sr| ObjectRef::from_obj(sr.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches(ss_api, watcher::Config::default(), move |store: SecretStore| {
+            let ns = store.namespace();
+            by_store
+                .state()
+                .iter()
+                .filter(|sr| sr.namespace() == ns)
+                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(css_api, watcher::Config::default(), move |_: ClusterSecretStore| {
+            by_cluster_store
+                .state()
+                .iter()
+                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(secretref::reconcile, secretref::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
@@ -214,6 +201,33 @@ pub async fn run_with(
     tokio::join!(secretrefs, ss, css);
     info!("secretref controllers stopped");
     Ok(())
+}
+
+/// A cached watch of `api`: the stream of changed objects, the cache, and a flag that turns
+/// true once the cache has listed.
+#[allow(clippy::type_complexity)]
+fn cached<K>(
+    api: Api<K>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    reflector::Store<K>,
+    tokio::sync::watch::Receiver<bool>,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                synced_tx.send_replace(true);
+            }
+        })
+        .applied_objects();
+    (stream, reader, synced)
 }
 
 fn spec_or_force_sync(sr: &SecretRef) -> Option<u64> {
@@ -238,9 +252,9 @@ async fn load_hash_key(client: &Client, namespace: &str, name: &str) -> anyhow::
             .and_then(|mut d| d.remove("key"))
             .map(|b| b.0)
             .filter(|b| b.len() >= 16);
-        bytes.map(HashKey::new).ok_or_else(|| {
-            anyhow::anyhow!("Secret {namespace}/{name} has no usable `key` (16 bytes or more)")
-        })
+        bytes
+            .map(HashKey::new)
+            .ok_or_else(|| anyhow::anyhow!("Secret {namespace}/{name} has no usable `key` (16 bytes or more)"))
     };
     if let Some(s) = api
         .get_opt(name)
@@ -253,13 +267,7 @@ async fn load_hash_key(client: &Client, namespace: &str, name: &str) -> anyhow::
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(
-                [(
-                    MANAGED_BY_LABEL.to_string(),
-                    "secretref-operator".to_string(),
-                )]
-                .into(),
-            ),
+            labels: Some([(MANAGED_BY_LABEL.to_string(), "secretref-operator".to_string())].into()),
             ..Default::default()
         },
         data: Some([("key".to_string(), ByteString(key.bytes().to_vec()))].into()),
@@ -268,8 +276,6 @@ async fn load_hash_key(client: &Client, namespace: &str, name: &str) -> anyhow::
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(key),
         Err(kube::Error::Api(s)) if s.code == 409 => read(api.get(name).await?),
-        Err(e) => Err(anyhow::anyhow!(
-            "creating hash key Secret {namespace}/{name}: {e}"
-        )),
+        Err(e) => Err(anyhow::anyhow!("creating hash key Secret {namespace}/{name}: {e}")),
     }
 }

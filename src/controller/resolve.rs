@@ -8,8 +8,7 @@ use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use super::context::Context;
 use crate::{
     api::{
-        ClusterSecretStore, Provider, Reason, SecretRef, SecretStore, StoreKind, StoreStatus,
-        condition::find_ready,
+        ClusterSecretStore, Provider, Reason, SecretRef, SecretStore, StoreKind, StoreStatus, condition::find_ready,
     },
     backend::{SecretBackend, for_provider},
     error::SyncError,
@@ -35,8 +34,7 @@ struct Candidate<'a> {
 pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncError> {
     let namespace = sr.namespace().unwrap_or_default();
     // Until the store caches have listed once, "not found" would be a lie.
-    let _ = ctx.secret_stores.wait_until_ready().await;
-    let _ = ctx.cluster_stores.wait_until_ready().await;
+    ctx.wait_for_stores().await;
 
     let (secret_store, cluster_store);
     let candidate = match &sr.spec.store_ref {
@@ -51,13 +49,13 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
             from_secret_store(&secret_store)
         }
         Some(r) => {
-            cluster_store = ctx
-                .cluster_stores
-                .get(&ObjectRef::new(&r.name))
-                .ok_or_else(|| SyncError::StoreNotFound {
-                    kind: "ClusterSecretStore",
-                    name: r.name.clone(),
-                })?;
+            cluster_store =
+                ctx.cluster_stores
+                    .get(&ObjectRef::new(&r.name))
+                    .ok_or_else(|| SyncError::StoreNotFound {
+                        kind: "ClusterSecretStore",
+                        name: r.name.clone(),
+                    })?;
             from_cluster_store(&cluster_store)
         }
         None => {
@@ -72,15 +70,8 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
             } else {
                 // Prefer a default ClusterSecretStore that serves this namespace, so tenants can
                 // each have their own; fall back to any default (which then says why not).
-                let defaults = || {
-                    ctx.cluster_stores
-                        .state()
-                        .into_iter()
-                        .filter(|s| s.spec.default)
-                };
-                let serving = oldest_default(defaults(), |s| {
-                    serves(s.spec.namespaces.as_deref(), &namespace)
-                });
+                let defaults = || ctx.cluster_stores.state().into_iter().filter(|s| s.spec.default);
+                let serving = oldest_default(defaults(), |s| serves(s.spec.namespaces.as_deref(), &namespace));
                 cluster_store = serving
                     .or_else(|| oldest_default(defaults(), |_| true))
                     .ok_or(SyncError::NoDefaultStore)?;
@@ -106,11 +97,10 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
             message: ready.message.clone(),
         });
     }
-    let backend =
-        for_provider(&ctx.client, candidate.provider).map_err(|e| SyncError::StoreNotReady {
-            store: candidate.label.clone(),
-            message: e.to_string(),
-        })?;
+    let backend = for_provider(&ctx.client, candidate.provider).map_err(|e| SyncError::StoreNotReady {
+        store: candidate.label.clone(),
+        message: e.to_string(),
+    })?;
     let environment = sr
         .spec
         .environment
@@ -155,9 +145,9 @@ fn oldest_default<K: ResourceExt>(
     stores: impl Iterator<Item = Arc<K>>,
     is_default: impl Fn(&K) -> bool,
 ) -> Option<Arc<K>> {
-    stores.filter(|s| is_default(s)).min_by(|a, b| {
-        (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
-    })
+    stores
+        .filter(|s| is_default(s))
+        .min_by(|a, b| (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any())))
 }
 
 /// Shell-style glob with `*` (any run) and `?` (any one character), anchored at both ends.

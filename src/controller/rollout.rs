@@ -13,12 +13,7 @@ pub const RESTARTED_AT_ANNOTATION: &str = "secretref.dev/restartedAt";
 
 /// Restarts each workload; returns the failures (a missing workload must not fail the sync,
 /// whose Secret is already written) as `Kind/name: why` lines.
-pub async fn restart(
-    client: &Client,
-    namespace: &str,
-    workloads: &[WorkloadRef],
-    at: &str,
-) -> Vec<String> {
+pub async fn restart(client: &Client, namespace: &str, workloads: &[WorkloadRef], at: &str) -> Vec<String> {
     let patch = serde_json::json!({
         "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT_ANNOTATION: at } } } }
     });

@@ -72,11 +72,7 @@ pub fn error_policy(sr: Arc<SecretRef>, err: &SyncError, ctx: Arc<Context>) -> A
         Action::requeue(delay)
     } else {
         let interval: Duration = sr.spec.refresh_interval.into();
-        Action::requeue(if interval.is_zero() {
-            IDLE_RECHECK
-        } else {
-            interval
-        })
+        Action::requeue(if interval.is_zero() { IDLE_RECHECK } else { interval })
     }
 }
 
@@ -86,7 +82,9 @@ fn key(sr: &SecretRef) -> String {
 
 async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
     let namespace = sr.namespace().unwrap_or_default();
+    tracing::debug!("resolving store");
     let store = resolve::store(sr, ctx).await?;
+    tracing::debug!(store = %store.label, environment = %store.environment, "reading secrets");
     let reads = try_join_all(
         sr.spec
             .secrets
@@ -119,35 +117,25 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
                 "keys that are not environment variable names (envFrom skips them): {}",
                 merged.not_env_keys.join(", ")
             );
-            publish(
-                ctx,
-                sr,
-                EventType::Warning,
-                Reason::InvalidKeys.as_str(),
-                note,
-            )
-            .await;
+            publish(ctx, sr, EventType::Warning, Reason::InvalidKeys.as_str(), note).await;
         }
     }
     // Restart only on a real change of data: never for the first sync, a no-op resync, an
     // operator restart or a repaired drift (all of which leave dataHash as it was).
     if !sr.spec.rollout_restart.is_empty() && previous_hash.is_some_and(|h| h != data_hash) {
         let at = jiff::Timestamp::now().to_string();
-        let failures =
-            rollout::restart(&ctx.client, &namespace, &sr.spec.rollout_restart, &at).await;
+        let failures = rollout::restart(&ctx.client, &namespace, &sr.spec.rollout_restart, &at).await;
         for failure in failures {
             publish(ctx, sr, EventType::Warning, "RolloutRestartFailed", failure).await;
         }
     }
+    let read = merged.sources.iter().filter(|s| s.version.is_some()).count();
     Ok(Synced {
         message: format!(
-            "Secret {target_name:?} holds {} keys from {} secrets of {} (environment {:?})",
+            "Secret {target_name:?} holds {} {} from {read} {} of {} (environment {:?})",
             merged.data.len(),
-            merged
-                .sources
-                .iter()
-                .filter(|s| s.version.is_some())
-                .count(),
+            plural(merged.data.len(), "key", "keys"),
+            plural(read, "secret", "secrets"),
             store.label,
             store.environment
         ),
@@ -155,6 +143,10 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
         sources: merged.sources,
         wrote,
     })
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }
 
 /// An Event on each real change and each new failure reason, never on a no-op resync.
@@ -166,24 +158,10 @@ async fn publish_events(
 ) {
     match outcome {
         Ok(s) if s.wrote || previous_reason != Some(Reason::Synced.as_str()) => {
-            publish(
-                ctx,
-                sr,
-                EventType::Normal,
-                Reason::Synced.as_str(),
-                s.message.clone(),
-            )
-            .await;
+            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), s.message.clone()).await;
         }
         Err(e) if previous_reason != Some(e.reason().as_str()) => {
-            publish(
-                ctx,
-                sr,
-                EventType::Warning,
-                e.reason().as_str(),
-                e.to_string(),
-            )
-            .await;
+            publish(ctx, sr, EventType::Warning, e.reason().as_str(), e.to_string()).await;
         }
         _ => {}
     }

@@ -64,27 +64,14 @@ pub fn next_status(
 }
 
 /// Writes `status` unless it equals what the SecretRef already shows.
-pub async fn write(
-    api: &Api<SecretRef>,
-    sr: &SecretRef,
-    status: SecretRefStatus,
-) -> Result<(), SyncError> {
+pub async fn write(api: &Api<SecretRef>, sr: &SecretRef, status: SecretRefStatus) -> Result<(), SyncError> {
     if sr.status.as_ref() == Some(&status) {
         return Ok(());
     }
     let patch = serde_json::json!({ "status": status });
-    api.patch_status(
-        &sr.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|e| {
-        SyncError::kube(
-            format!("writing status of SecretRef {:?}", sr.name_any()),
-            e,
-        )
-    })?;
+    api.patch_status(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| SyncError::kube(format!("writing status of SecretRef {:?}", sr.name_any()), e))?;
     Ok(())
 }
 
@@ -109,10 +96,7 @@ mod tests {
     fn a_no_op_resync_changes_nothing() {
         let first = next_status(None, Some(1), &synced("h1", true), t(10));
         let again = next_status(Some(&first), Some(1), &synced("h1", false), t(20));
-        assert_eq!(
-            first, again,
-            "no new lastSyncTime or transition time on a no-op"
-        );
+        assert_eq!(first, again, "no new lastSyncTime or transition time on a no-op");
     }
 
     #[test]
@@ -121,9 +105,7 @@ mod tests {
         let bad = next_status(
             Some(&good),
             Some(1),
-            &Err(SyncError::MissingRequiredKeys {
-                keys: vec!["A".into()],
-            }),
+            &Err(SyncError::MissingRequiredKeys { keys: vec!["A".into()] }),
             t(20),
         );
         assert_eq!(bad.data_hash.as_deref(), Some("h1"));
@@ -143,11 +125,7 @@ mod tests {
             t(30),
         );
         let ready = find_ready(&worse.conditions).expect("ready");
-        assert_eq!(
-            ready.last_transition_time,
-            t(20),
-            "status stayed False: no transition"
-        );
+        assert_eq!(ready.last_transition_time, t(20), "status stayed False: no transition");
         assert_eq!(worse.observed_generation, Some(2));
         let recovered = next_status(Some(&worse), Some(2), &synced("h2", true), t(40));
         assert_eq!(recovered.last_sync_time, Some(t(40)));

@@ -14,10 +14,7 @@ use tracing::{instrument, warn};
 
 use super::context::Context;
 use crate::{
-    api::{
-        ClusterSecretStore, Condition, Provider, Reason, SecretStore, StoreStatus,
-        condition::find_ready,
-    },
+    api::{ClusterSecretStore, Condition, Provider, Reason, SecretStore, StoreStatus, condition::find_ready},
     backend::{BackendError, for_provider},
     error::SyncError,
 };
@@ -59,10 +56,7 @@ impl StoreObject for ClusterSecretStore {
 }
 
 #[instrument(skip_all, fields(store = %store.name_any()))]
-pub async fn reconcile<K: StoreObject>(
-    store: Arc<K>,
-    ctx: Arc<Context>,
-) -> Result<Action, SyncError> {
+pub async fn reconcile<K: StoreObject>(store: Arc<K>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let checked = match for_provider(&ctx.client, store.provider()) {
         Ok(backend) => backend.check().await,
         Err(e) => Err(e),
@@ -89,21 +83,11 @@ pub async fn reconcile<K: StoreObject>(
         let patch = serde_json::json!({ "status": status });
         store
             .api(ctx.client.clone())
-            .patch_status(
-                &store.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
+            .patch_status(&store.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| {
-                SyncError::kube(format!("writing status of store {:?}", store.name_any()), e)
-            })?;
+            .map_err(|e| SyncError::kube(format!("writing status of store {:?}", store.name_any()), e))?;
     }
-    let key = format!(
-        "store/{}/{}",
-        store.namespace().unwrap_or_default(),
-        store.name_any()
-    );
+    let key = format!("store/{}/{}", store.namespace().unwrap_or_default(), store.name_any());
     match reason {
         Reason::BackendUnavailable => Ok(Action::requeue(ctx.backoff.next(&key))),
         _ => {
@@ -114,11 +98,7 @@ pub async fn reconcile<K: StoreObject>(
 }
 
 pub fn error_policy<K: StoreObject>(store: Arc<K>, err: &SyncError, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "store/{}/{}",
-        store.namespace().unwrap_or_default(),
-        store.name_any()
-    );
+    let key = format!("store/{}/{}", store.namespace().unwrap_or_default(), store.name_any());
     warn!(store = %store.name_any(), error = %err, "store check failed");
     Action::requeue(ctx.backoff.next(&key))
 }

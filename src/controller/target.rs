@@ -8,10 +8,7 @@ use kube::{
 
 use crate::{
     api::{CreationPolicy, SecretRef},
-    desired::{
-        DATA_HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL, desired_secret,
-        target_labels,
-    },
+    desired::{DATA_HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL, desired_secret, target_labels},
     error::SyncError,
     model::SecretData,
 };
@@ -74,21 +71,13 @@ fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
         && type_same
         && owner_same
         && has_all(&desired.metadata.labels, &existing.metadata.labels)
-        && has_all(
-            &desired.metadata.annotations,
-            &existing.metadata.annotations,
-        )
+        && has_all(&desired.metadata.annotations, &existing.metadata.annotations)
 }
 
 /// Server-side applies the target unless it is already up to date. Returns whether it wrote.
 /// The data hash annotation holds the hash of what we last applied, so a key we stopped
 /// producing is noticed (the hash changes) and dropped by the apply.
-pub async fn apply(
-    api: &Api<Secret>,
-    sr: &SecretRef,
-    data: &SecretData,
-    data_hash: &str,
-) -> Result<bool, SyncError> {
+pub async fn apply(api: &Api<Secret>, sr: &SecretRef, data: &SecretData, data_hash: &str) -> Result<bool, SyncError> {
     let target = sr.target_name();
     let existing = api
         .get_opt(&target)
@@ -98,11 +87,7 @@ pub async fn apply(
     let desired = desired_secret(sr, data, data_hash);
     if let Some(existing) = &existing
         && up_to_date(existing, &desired)
-        && existing
-            .annotations()
-            .get(DATA_HASH_ANNOTATION)
-            .map(String::as_str)
-            == Some(data_hash)
+        && existing.annotations().get(DATA_HASH_ANNOTATION).map(String::as_str) == Some(data_hash)
     {
         return Ok(false);
     }
@@ -111,13 +96,7 @@ pub async fn apply(
         Ok(_) => Ok(true),
         // The API server refuses what cannot be (an immutable type changed, an invalid label):
         // the user must change something; retrying will not help.
-        Err(kube::Error::Api(s)) if s.code == 422 => Err(SyncError::TargetConflict {
-            target,
-            why: s.message,
-        }),
-        Err(e) => Err(SyncError::kube(
-            format!("writing target Secret {target:?}"),
-            e,
-        )),
+        Err(kube::Error::Api(s)) if s.code == 422 => Err(SyncError::TargetConflict { target, why: s.message }),
+        Err(e) => Err(SyncError::kube(format!("writing target Secret {target:?}"), e)),
     }
 }

@@ -14,8 +14,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config, ResourceExt,
@@ -43,13 +42,7 @@ pub fn kubeconfig_path() -> &'static Path {
             .expect("scripts/cluster runs");
         assert!(out.status.success(), "scripts/cluster up failed");
         let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-        PathBuf::from(
-            stdout
-                .lines()
-                .last()
-                .expect("kubeconfig path on the last line")
-                .trim(),
-        )
+        PathBuf::from(stdout.lines().last().expect("kubeconfig path on the last line").trim())
     })
 }
 
@@ -66,6 +59,13 @@ pub fn kubectl() -> Command {
 }
 
 pub async fn client() -> Client {
+    // SECRETREF_TEST_LOG=debug shows the in-process operators' logs when debugging a test.
+    if let Ok(filter) = std::env::var("SECRETREF_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -147,5 +147,74 @@ impl Drop for TestNamespace {
             });
         })
         .join();
+    }
+}
+
+/// An operator running in-process for one test, scoped to its namespace; stopped on drop.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Starts the controllers on `client` for `namespace` (which also holds the hash key).
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let args = secretref::controller::RunArgs {
+            namespace: Some(namespace.to_string()),
+            concurrency: 4,
+            operator_namespace: namespace.to_string(),
+            hash_key_secret: "secretref-hash-key".to_string(),
+        };
+        let client = client.clone();
+        let handle = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = secretref::controller::run_with(client, args, shutdown).await {
+                panic!("operator failed: {e:#}");
+            }
+        });
+        Operator {
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the operator and waits until its in-flight reconciles finished.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,0 +1,169 @@
+//! A namespace, a store namespace, a default SecretStore and a running operator.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use secretref::{
+    api::{SecretRef, condition::find_ready},
+    backend::{SecretBackend, kubernetes::KubernetesBackend},
+    model::{SecretData, SecretValue},
+};
+use serde_json::{Value, json};
+
+use crate::support::{Operator, TestNamespace, client, eventually, install_crds};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Fixture {
+    pub client: Client,
+    pub ns: TestNamespace,
+    pub store_ns: TestNamespace,
+    pub store: KubernetesBackend,
+    pub operator: Option<Operator>,
+}
+
+impl Fixture {
+    /// A namespace with a default SecretStore (`store`) over a store namespace of its own, and
+    /// an operator watching the namespace.
+    pub async fn new(prefix: &str) -> Fixture {
+        let client = client().await;
+        install_crds(&client).await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let store_ns = TestNamespace::new(&client, &format!("{prefix}-store")).await;
+        let f = Fixture {
+            store: KubernetesBackend::new(client.clone(), &store_ns.name),
+            client,
+            ns,
+            store_ns,
+            operator: None,
+        };
+        f.apply(
+            "SecretStore",
+            "store",
+            json!({ "default": true, "provider": { "kubernetes": { "namespace": f.store_ns.name } } }),
+        )
+        .await;
+        Fixture {
+            operator: Some(Operator::start(&f.client, &f.ns.name)),
+            ..f
+        }
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// Writes a Modal-style secret to the store, replacing it whole.
+    pub async fn put(&self, environment: &str, name: &str, pairs: &[(&str, &str)]) {
+        let data: SecretData = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect();
+        self.store.replace(environment, name, data).await.expect("store write");
+    }
+
+    /// Server-side applies a secretref.dev object in the test namespace (ClusterSecretStores
+    /// are cluster-wide).
+    pub async fn apply(&self, kind: &str, name: &str, spec: Value) {
+        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("secretref.dev", "v1alpha1", kind));
+        let api: Api<kube::api::DynamicObject> = if kind == "ClusterSecretStore" {
+            Api::all_with(self.client.clone(), &ar)
+        } else {
+            Api::namespaced_with(self.client.clone(), self.ns(), &ar)
+        };
+        let obj =
+            json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec });
+        api.patch(
+            name,
+            &PatchParams::apply("secretref-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply");
+    }
+
+    pub fn secretrefs(&self) -> Api<SecretRef> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// Waits until the SecretRef's Ready condition has `reason` for its current generation.
+    pub async fn wait_reason(&self, name: &str, reason: &str) -> SecretRef {
+        let api = self.secretrefs();
+        eventually(WAIT, &format!("SecretRef {name} to be {reason}"), || async {
+            let sr = api.get_opt(name).await.ok()??;
+            let status = sr.status.as_ref()?;
+            let ready = find_ready(&status.conditions)?;
+            (ready.reason == reason && status.observed_generation == sr.metadata.generation).then_some(sr.clone())
+        })
+        .await
+    }
+
+    /// The target's data as strings, or `None` if it does not exist.
+    pub async fn target(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let secret = self.secrets().get_opt(name).await.expect("get target")?;
+        Some(data_of(&secret))
+    }
+
+    /// Waits until the target holds exactly `pairs`.
+    pub async fn wait_target(&self, name: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let want: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        eventually(WAIT, &format!("target {name} to hold {:?}", want.keys()), || async {
+            self.target(name).await.filter(|d| *d == want)
+        })
+        .await
+    }
+
+    /// The Events recorded for a SecretRef: (type, reason, note, how many times).
+    pub async fn events(&self, name: &str) -> Vec<(String, String, String, i32)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), self.ns());
+        let list = api.list(&Default::default()).await.expect("events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                let count = e.series.as_ref().map_or(1, |s| s.count);
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                    count,
+                )
+            })
+            .collect()
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop().await;
+        }
+    }
+
+    pub fn start_operator(&mut self) {
+        self.operator = Some(Operator::start(&self.client, &self.ns.name));
+    }
+}
+
+pub fn data_of(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+pub fn ready_message(sr: &SecretRef) -> String {
+    sr.status
+        .as_ref()
+        .and_then(|s| find_ready(&s.conditions))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
