@@ -280,7 +280,7 @@ async fn force_sync_annotation_and_rollout_restart() {
 
     // A real change restarts once.
     f.put("main", "a", &[("A", "2")]).await;
-    let first = eventually(WAIT, "a restart", || restarted_at()).await;
+    let first = eventually(WAIT, "a restart", &restarted_at).await;
 
     // A forced but no-op sync, and an operator restart, do not.
     let before = f
