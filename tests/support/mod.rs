@@ -218,3 +218,63 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A client that authenticates as `namespace/service_account` with a token from the
+/// TokenRequest API, as a pod running under that ServiceAccount would.
+pub async fn service_account_client(admin: &Client, namespace: &str, service_account: &str) -> Client {
+    use k8s_openapi::api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::ServiceAccount,
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": service_account } })).expect("sa");
+    let _ = api.create(&PostParams::default(), &sa).await;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = api
+        .create_token_request(service_account, &PostParams::default(), &request)
+        .await
+        .expect("token request")
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("client")
+}
+
+/// Applies a JSON manifest (any kind) with server-side apply.
+pub async fn apply_json(client: &Client, manifest: serde_json::Value) {
+    use kube::{
+        api::{DynamicObject, GroupVersionKind},
+        discovery,
+    };
+    let api_version = manifest["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, manifest["kind"].as_str().expect("kind"));
+    let (resource, caps) = discovery::pinned_kind(client, &gvk).await.expect("kind is served");
+    let name = manifest["metadata"]["name"].as_str().expect("name").to_string();
+    let api: Api<DynamicObject> = match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("secretref-tests").force(),
+        &Patch::Apply(&manifest),
+    )
+    .await
+    .expect("apply");
+}

@@ -30,6 +30,13 @@ impl Fixture {
     /// A namespace with a default SecretStore (`store`) over a store namespace of its own, and
     /// an operator watching the namespace.
     pub async fn new(prefix: &str) -> Fixture {
+        let mut f = Self::without_operator(prefix).await;
+        f.start_operator();
+        f
+    }
+
+    /// The same, with no operator running yet.
+    pub async fn without_operator(prefix: &str) -> Fixture {
         let client = client().await;
         install_crds(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
@@ -41,16 +48,10 @@ impl Fixture {
             store_ns,
             operator: None,
         };
-        f.apply(
-            "SecretStore",
-            "store",
-            json!({ "default": true, "provider": { "kubernetes": { "namespace": f.store_ns.name } } }),
-        )
-        .await;
-        Fixture {
-            operator: Some(Operator::start(&f.client, &f.ns.name)),
-            ..f
-        }
+        let provider = json!({ "kubernetes": { "namespace": f.store_ns.name } });
+        f.apply("SecretStore", "store", json!({ "default": true, "provider": provider }))
+            .await;
+        f
     }
 
     pub fn ns(&self) -> &str {
@@ -140,6 +141,12 @@ impl Fixture {
             .collect()
     }
 
+    /// Every Event in the namespace, as JSON text.
+    pub async fn events_json(&self) -> String {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), self.ns());
+        serde_json::to_string(&api.list(&Default::default()).await.expect("events").items).expect("json")
+    }
+
     pub async fn stop_operator(&mut self) {
         if let Some(op) = self.operator.take() {
             op.stop().await;
@@ -147,7 +154,12 @@ impl Fixture {
     }
 
     pub fn start_operator(&mut self) {
-        self.operator = Some(Operator::start(&self.client, &self.ns.name));
+        self.start_operator_as(self.client.clone());
+    }
+
+    /// Starts the operator with another identity's client.
+    pub fn start_operator_as(&mut self, client: Client) {
+        self.operator = Some(Operator::start(&client, &self.ns.name));
     }
 }
 

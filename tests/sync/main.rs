@@ -6,4 +6,6 @@ mod support;
 
 mod fixture;
 mod lifecycle;
+mod outage;
 mod reasons;
+mod secrecy;
