@@ -13,6 +13,7 @@ async fn main() -> ExitCode {
         Command::Crds => secretref::api::crds_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
+        Command::Secret(command) => secretref::cli::secret::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,8 +27,9 @@ fn render(file: &FileSpec, data: &SecretData) -> Result<SecretValue, SyncError> 
     }))
 }
 
-/// `KEY="value"` lines, double-quoted with `\`, `"`, `$`, newline and carriage return escaped,
-/// which dotenv parsers (dotenvy, python-dotenv, docker's `--env-file` aside) read back exactly.
+/// `KEY="value"` lines, double-quoted with `\`, `"`, `$` and newline escaped, which dotenv
+/// parsers (dotenvy, python-dotenv; not docker's `--env-file`) read back exactly. A carriage
+/// return stays raw: dotenvy has no `\r` escape. A property test checks the round trip.
 pub fn dotenv(data: &SecretData) -> String {
     let mut out = String::new();
     for (key, value) in data {
@@ -40,7 +41,6 @@ pub fn dotenv(data: &SecretData) -> String {
                 '"' => out.push_str("\\\""),
                 '$' => out.push_str("\\$"),
                 '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
                 c => out.push(c),
             }
         }
