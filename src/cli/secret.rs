@@ -143,8 +143,7 @@ async fn connect(target: &Target) -> anyhow::Result<(String, Arc<dyn SecretBacke
                 .context("listing ClusterSecretStores")?
                 .items;
             defaults.retain(|s| s.spec.default);
-            defaults
-                .sort_by(|a, b| (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any())));
+            defaults.sort_by_key(|s| (s.creation_timestamp(), s.name_any()));
             defaults
                 .into_iter()
                 .next()
