@@ -1,0 +1,327 @@
+//! `secretref secret ...` run as a process against the real control plane: every flag, every
+//! bad input (non-zero exit, a message naming the problem, nothing written), and a secret made
+//! with the CLI reaching an existing SecretRef within seconds.
+
+mod support;
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use secretref::api::ClusterSecretStore;
+use serde_json::{Value, json};
+use support::{Operator, TestNamespace, client, eventually, install_crds, kubeconfig_path};
+
+struct Cli {
+    client: Client,
+    store: String,
+    ns: TestNamespace,
+    _store_ns: TestNamespace,
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    /// A ClusterSecretStore of this test's own (not default: other tests run alongside).
+    async fn new(prefix: &str) -> Cli {
+        let client = client().await;
+        install_crds(&client).await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let store_ns = TestNamespace::new(&client, &format!("{prefix}-store")).await;
+        let store = ns.name.clone();
+        let obj = json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": { "name": store },
+            "spec": { "defaultEnvironment": "dev", "provider": { "kubernetes": { "namespace": store_ns.name } } } });
+        let api: Api<ClusterSecretStore> = Api::all(client.clone());
+        api.patch(&store, &PatchParams::apply("secretref-tests"), &Patch::Apply(&obj))
+            .await
+            .expect("store");
+        Cli {
+            client,
+            store,
+            ns,
+            _store_ns: store_ns,
+        }
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretref"));
+        cmd.arg("secret").args(args).arg("--store").arg(&self.store);
+        cmd.env("KUBECONFIG", kubeconfig_path())
+            .env_remove("SECRETREF_ENVIRONMENT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cli runs");
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin.unwrap_or_default().as_bytes()).expect("stdin");
+        drop(pipe);
+        let out = child.wait_with_output().expect("cli output");
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args, &[], None);
+        assert!(r.ok, "{args:?} failed: {}", r.stderr);
+        r.stdout
+    }
+
+    /// Runs `args`, expects failure with a message containing `needle`, and checks nothing was
+    /// written (the listing is unchanged).
+    fn fails(&self, args: &[&str], needle: &str) {
+        let before = self.ok(&["list", "--json"]);
+        let r = self.run(args, &[], None);
+        assert!(!r.ok, "{args:?} succeeded: {}", r.stdout);
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?}: message lacks {needle:?}: {}",
+            r.stderr
+        );
+        assert_eq!(self.ok(&["list", "--json"]), before, "{args:?} wrote something");
+    }
+
+    fn list(&self, env: &[&str]) -> Vec<Value> {
+        let mut args = vec!["list", "--json"];
+        args.extend_from_slice(env);
+        serde_json::from_str(&self.ok(&args)).expect("json")
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let dir = support::repo_root().join("target/cli-tests").join(&self.ns.name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    }
+
+    async fn cleanup(self) {
+        let api: Api<ClusterSecretStore> = Api::all(self.client.clone());
+        let _ = api.delete(&self.store, &DeleteParams::default()).await;
+    }
+}
+
+fn keys_of(describe: &str) -> Vec<String> {
+    describe
+        .split("Keys")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn create_merges_inputs_in_order_and_never_prints_values() {
+    let cli = Cli::new("cli-create").await;
+    let dotenv = cli.file(
+        "a.env",
+        "# comment\nexport B=from-dotenv\nC='single $quoted'\nD=\"multi\nline\"\n",
+    );
+    let json = cli.file("a.json", r#"{"C": "from-json", "E": "e"}"#);
+    let out = cli.ok(&[
+        "create",
+        "app",
+        "A=arg-value",
+        "B=arg",
+        "--from-dotenv",
+        &dotenv,
+        "--from-json",
+        &json,
+    ]);
+    assert!(out.contains("5 keys") && out.contains("\"dev\""), "{out}");
+    let described = cli.ok(&["describe", "app"]);
+    assert_eq!(keys_of(&described), ["A", "B", "C", "D", "E"]);
+    for value in ["arg-value", "from-dotenv", "from-json", "multi"] {
+        assert!(!described.contains(value), "describe printed a value: {described}");
+    }
+    let secret = cli_secret_values(&cli, "dev", "app").await;
+    assert_eq!(secret["B"], "from-dotenv");
+    assert_eq!(secret["C"], "from-json");
+    assert_eq!(secret["D"], "multi\nline");
+
+    // Without --force an existing secret is an error; with it the secret is replaced whole.
+    cli.fails(&["create", "app", "A=again"], "already exists");
+    cli.ok(&["create", "app", "ONLY=1", "--force"]);
+    assert_eq!(keys_of(&cli.ok(&["describe", "app"])), ["ONLY"]);
+
+    // KEY=- reads stdin; -e and SECRETREF_ENVIRONMENT pick the environment.
+    let r = cli.run(&["create", "piped", "TOKEN=-", "-e", "prod"], &[], Some("from-stdin\n"));
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(cli_secret_values(&cli, "prod", "piped").await["TOKEN"], "from-stdin");
+    let r = cli.run(
+        &["create", "viaenv", "X=1"],
+        &[("SECRETREF_ENVIRONMENT", "staging")],
+        None,
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let all = cli.list(&[]);
+    let envs: Vec<(&str, &str, u64)> = all
+        .iter()
+        .map(|s| {
+            (
+                s["environment"].as_str().unwrap_or(""),
+                s["name"].as_str().unwrap_or(""),
+                s["keys"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        envs,
+        [("dev", "app", 1), ("prod", "piped", 1), ("staging", "viaenv", 1)]
+    );
+    assert_eq!(cli.list(&["-e", "prod"]).len(), 1);
+    let table = cli.ok(&["list"]);
+    assert!(
+        table.contains("NAME") && table.contains("piped") && !table.contains("from-stdin"),
+        "{table}"
+    );
+    cli.cleanup().await;
+}
+
+/// Reads a store secret's values straight from the backend, as the operator would.
+async fn cli_secret_values(cli: &Cli, env: &str, name: &str) -> std::collections::BTreeMap<String, String> {
+    use secretref::backend::SecretBackend;
+    let api: Api<ClusterSecretStore> = Api::all(cli.client.clone());
+    let store = api.get(&cli.store).await.expect("store");
+    let backend = secretref::backend::for_provider(&cli.client, &store.spec.provider).expect("backend");
+    let secret = backend.get(env, name).await.expect("read").expect("exists");
+    secret
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_input_names_the_problem_and_writes_nothing() {
+    let cli = Cli::new("cli-bad").await;
+    cli.ok(&["create", "existing", "A=1"]);
+    let bad_env = cli.file("bad.env", "A=1\nB=2\nthis line is broken\n");
+    let nested = cli.file("nested.json", r#"{"A": "1", "B": {"deep": "x"}}"#);
+    let number = cli.file("number.json", r#"{"A": 1}"#);
+    let broken = cli.file("broken.json", "{\"A\": \"1\",");
+    let bad_key = cli.file("badkey.json", r#"{"not-valid": "1"}"#);
+    cli.fails(&["create", "s", "A=1", "--from-dotenv", &bad_env], "line 3");
+    cli.fails(
+        &["create", "s", "A=1", "--from-json", &nested],
+        "\"B\" must have a string value, not an object",
+    );
+    cli.fails(&["create", "s", "--from-json", &number], "not a number");
+    cli.fails(&["create", "s", "--from-json", &broken], "invalid JSON");
+    cli.fails(&["create", "s", "--from-json", &bad_key], "\"not-valid\"");
+    cli.fails(&["create", "s", "1KEY=v"], "\"1KEY\"");
+    cli.fails(&["create", "s", "novalue"], "expected KEY=VALUE");
+    cli.fails(&["create", "bad/name", "A=1"], "invalid secret name");
+    cli.fails(&["create", "s"], "no keys given");
+    cli.fails(
+        &["create", "s", "--from-dotenv", "/nonexistent/file.env"],
+        "/nonexistent/file.env",
+    );
+    cli.fails(&["create", "s", "A=1", "--env=-bad"], "invalid environment");
+    cli.fails(&["create", "s", "A=-", "B=-"], "stdin can feed only one key");
+    cli.fails(&["describe", "missing"], "not found");
+    cli.fails(&["delete", "missing", "-y"], "not found");
+    let r = cli.run(&["delete", "missing", "--allow-missing"], &[], None);
+    assert!(r.ok, "{}", r.stderr);
+    // Deleting needs a confirmation it cannot get from a pipe.
+    cli.fails(&["delete", "existing"], "pass -y");
+
+    // An unreachable API server: a clear error, quickly.
+    let dead = cli.file(
+        "dead.kubeconfig",
+        &std::fs::read_to_string(kubeconfig_path())
+            .expect("kubeconfig")
+            .replace("https://127.0.0.1:", "https://127.0.0.1:1"),
+    );
+    let r = cli.run(&["list"], &[("KUBECONFIG", dead.as_str())], None);
+    assert!(!r.ok && r.stderr.contains("secretref: error"), "{}", r.stderr);
+    cli.cleanup().await;
+}
+
+#[tokio::test]
+async fn delete_names_the_secretrefs_that_use_it() {
+    let cli = Cli::new("cli-delete").await;
+    cli.ok(&["create", "db", "URL=x"]);
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "secretref.dev",
+        "v1alpha1",
+        "SecretRef",
+    ));
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(cli.client.clone(), &cli.ns.name, &ar);
+    let sr = json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef", "metadata": { "name": "uses-db" },
+        "spec": { "storeRef": { "name": cli.store }, "secrets": [{ "name": "db" }] } });
+    api.patch("uses-db", &PatchParams::apply("secretref-tests"), &Patch::Apply(&sr))
+        .await
+        .expect("secretref");
+    let r = cli.run(&["delete", "db", "-y"], &[], None);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{}/uses-db", cli.ns.name)), "{}", r.stderr);
+    assert!(cli.list(&[]).is_empty());
+    cli.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_secret_created_with_the_cli_reaches_an_existing_secretref() {
+    let cli = Cli::new("cli-pickup").await;
+    let _operator = Operator::start(&cli.client, &cli.ns.name);
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "secretref.dev",
+        "v1alpha1",
+        "SecretRef",
+    ));
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(cli.client.clone(), &cli.ns.name, &ar);
+    let sr = json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef", "metadata": { "name": "web" },
+        "spec": { "storeRef": { "name": cli.store }, "environment": "prod", "secrets": [{ "name": "late" }], "refreshInterval": "1h" } });
+    api.patch("web", &PatchParams::apply("secretref-tests"), &Patch::Apply(&sr))
+        .await
+        .expect("secretref");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cli.ok(&["create", "late", "API_KEY=abc", "-e", "prod"]);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cli.client.clone(), &cli.ns.name);
+    eventually(Duration::from_secs(5), "the new secret in the target", || async {
+        let s = secrets.get_opt("web").await.ok()??;
+        (s.data?.get("API_KEY")?.0 == b"abc").then_some(())
+    })
+    .await;
+    cli.cleanup().await;
+}
+
+#[tokio::test]
+async fn works_as_a_kubectl_plugin() {
+    let cli = Cli::new("cli-plugin").await;
+    cli.ok(&["create", "plugged", "A=1"]);
+    let dir = support::repo_root()
+        .join("target/cli-tests")
+        .join(&cli.ns.name)
+        .join("bin");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let link = dir.join("kubectl-secretref");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_secretref"), &link).expect("symlink");
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    // Plugins take no kubectl flags before their name, so KUBECONFIG carries the config.
+    let out = Command::new(support::tools_bin().join("kubectl"))
+        .args(["secretref", "secret", "list", "--store", &cli.store])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("plugged"));
+    cli.cleanup().await;
+}
