@@ -71,6 +71,8 @@ async fn design_examples_are_accepted() {
         "spec": { "default": true, "defaultEnvironment": "main", "namespaces": ["team-*", "shop"],
                   "provider": { "kubernetes": { "namespace": "secretref-store" } } }
     });
+    // It says `default: true`: never leave it to other tests or the demo.
+    let _guard = support::ClusterStoreGuard(format!("{}-default", ns.name));
     create(&client, &ns.name, store)
         .await
         .expect("the DESIGN.md ClusterSecretStore is valid");

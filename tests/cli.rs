@@ -12,17 +12,18 @@ use std::{
 
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
 };
 use secretref::api::ClusterSecretStore;
 use serde_json::{Value, json};
-use support::{Operator, TestNamespace, client, eventually, install_crds, kubeconfig_path};
+use support::{ClusterStoreGuard, Operator, TestNamespace, client, eventually, install_crds, kubeconfig_path};
 
 struct Cli {
     client: Client,
     store: String,
     ns: TestNamespace,
     _store_ns: TestNamespace,
+    _store: ClusterStoreGuard,
 }
 
 struct Run {
@@ -47,6 +48,7 @@ impl Cli {
             .expect("store");
         Cli {
             client,
+            _store: ClusterStoreGuard(store.clone()),
             store,
             ns,
             _store_ns: store_ns,
@@ -106,11 +108,6 @@ impl Cli {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write");
         path.display().to_string()
-    }
-
-    async fn cleanup(self) {
-        let api: Api<ClusterSecretStore> = Api::all(self.client.clone());
-        let _ = api.delete(&self.store, &DeleteParams::default()).await;
     }
 }
 
@@ -190,12 +187,10 @@ async fn create_merges_inputs_in_order_and_never_prints_values() {
         table.contains("NAME") && table.contains("piped") && !table.contains("from-stdin"),
         "{table}"
     );
-    cli.cleanup().await;
 }
 
 /// Reads a store secret's values straight from the backend, as the operator would.
 async fn cli_secret_values(cli: &Cli, env: &str, name: &str) -> std::collections::BTreeMap<String, String> {
-    use secretref::backend::SecretBackend;
     let api: Api<ClusterSecretStore> = Api::all(cli.client.clone());
     let store = api.get(&cli.store).await.expect("store");
     let backend = secretref::backend::for_provider(&cli.client, &store.spec.provider).expect("backend");
@@ -250,7 +245,6 @@ async fn bad_input_names_the_problem_and_writes_nothing() {
     );
     let r = cli.run(&["list"], &[("KUBECONFIG", dead.as_str())], None);
     assert!(!r.ok && r.stderr.contains("secretref: error"), "{}", r.stderr);
-    cli.cleanup().await;
 }
 
 #[tokio::test]
@@ -272,7 +266,6 @@ async fn delete_names_the_secretrefs_that_use_it() {
     assert!(r.ok, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("{}/uses-db", cli.ns.name)), "{}", r.stderr);
     assert!(cli.list(&[]).is_empty());
-    cli.cleanup().await;
 }
 
 #[tokio::test]
@@ -298,7 +291,6 @@ async fn a_secret_created_with_the_cli_reaches_an_existing_secretref() {
         (s.data?.get("API_KEY")?.0 == b"abc").then_some(())
     })
     .await;
-    cli.cleanup().await;
 }
 
 #[tokio::test]
@@ -323,5 +315,4 @@ async fn works_as_a_kubectl_plugin() {
         .expect("kubectl runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("plugged"));
-    cli.cleanup().await;
 }

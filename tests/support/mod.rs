@@ -278,3 +278,23 @@ pub async fn apply_json(client: &Client, manifest: serde_json::Value) {
     .await
     .expect("apply");
 }
+
+/// Deletes a ClusterSecretStore when dropped, so a failing test leaves no cluster-wide store.
+pub struct ClusterStoreGuard(pub String);
+
+impl Drop for ClusterStoreGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let api: Api<secretref::api::ClusterSecretStore> = Api::all(client().await);
+                let _ = api.delete(&name, &DeleteParams::default()).await;
+            });
+        })
+        .join();
+    }
+}

@@ -23,6 +23,7 @@ async fn store_reasons() {
 
     // A ClusterSecretStore that serves other namespaces only.
     let cluster_store = format!("{}-only-others", f.ns());
+    let _guard = crate::support::ClusterStoreGuard(cluster_store.clone());
     f.apply(
         "ClusterSecretStore",
         &cluster_store,
@@ -63,11 +64,6 @@ async fn store_reasons() {
     .await;
     f.wait_reason("broken-store", "Synced").await;
     f.wait_target("broken-store", &[("A", "1")]).await;
-
-    let api: kube::Api<secretref::api::ClusterSecretStore> = kube::Api::all(f.client.clone());
-    api.delete(&cluster_store, &DeleteParams::default())
-        .await
-        .expect("cleanup");
 }
 
 #[tokio::test]
