@@ -115,3 +115,73 @@ impl SecretBackend for MemoryBackend {
         self.guard().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SecretValue;
+
+    fn data(pairs: &[(&str, &str)]) -> SecretData {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect()
+    }
+
+    /// The contract every backend keeps, on the in-memory one.
+    #[tokio::test]
+    async fn backend_contract() {
+        let b = MemoryBackend::new();
+        b.create("main", "a", data(&[("K", "1")])).await.expect("create");
+        assert!(matches!(
+            b.create("main", "a", data(&[])).await,
+            Err(BackendError::AlreadyExists { .. })
+        ));
+        b.create("prod", "a", data(&[("K", "2")]))
+            .await
+            .expect("environments are apart");
+        let v1 = b.get("main", "a").await.expect("get").expect("exists").version;
+        b.replace("main", "a", data(&[("J", "3")])).await.expect("replace");
+        let replaced = b.get("main", "a").await.expect("get").expect("exists");
+        assert_ne!(replaced.version, v1, "a write changes the version");
+        assert_eq!(
+            replaced.data.keys().collect::<Vec<_>>(),
+            ["J"],
+            "replace drops keys not given"
+        );
+        assert!(
+            b.get("main", "A").await.expect("get").is_none(),
+            "names are case-sensitive"
+        );
+        assert_eq!(b.list(Some("prod")).await.expect("list").len(), 1);
+        assert_eq!(b.list(None).await.expect("list").len(), 2);
+        b.delete("main", "a").await.expect("delete");
+        assert!(matches!(
+            b.delete("main", "a").await,
+            Err(BackendError::NotFound { .. })
+        ));
+        b.set_unavailable(true);
+        assert!(matches!(b.get("prod", "a").await, Err(BackendError::Unavailable(_))));
+        assert!(b.check().await.is_err());
+        b.set_unavailable(false);
+        assert_eq!(b.reads(), 4);
+    }
+
+    /// The merge core fed through the trait, as the reconciler does it.
+    #[tokio::test]
+    async fn merge_reads_through_the_trait() {
+        let b: std::sync::Arc<dyn SecretBackend> = std::sync::Arc::new(MemoryBackend::new());
+        b.create("main", "a", data(&[("X", "a"), ("Y", "a")]))
+            .await
+            .expect("create");
+        b.create("main", "b", data(&[("Y", "b")])).await.expect("create");
+        let spec: crate::api::SecretRefSpec =
+            serde_json::from_value(serde_json::json!({ "secrets": [{ "name": "a" }, { "name": "b" }] })).expect("spec");
+        let reads = vec![
+            b.get("main", "a").await.expect("a"),
+            b.get("main", "b").await.expect("b"),
+        ];
+        let merged = crate::desired::merge(&spec, reads, "memory", "main").expect("merge");
+        assert_eq!(merged.data.get("Y").map(SecretValue::expose), Some("b"));
+    }
+}
