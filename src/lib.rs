@@ -4,6 +4,7 @@
 //! an environment. A `SecretRef` asks for secrets by name; the controller merges them (later
 //! wins) and keeps a native `Secret` in step for pods to consume.
 
+pub mod admin;
 pub mod api;
 pub mod backend;
 pub mod cli;
@@ -11,5 +12,6 @@ pub mod controller;
 pub mod desired;
 pub mod error;
 pub mod hash;
+pub mod metrics;
 pub mod model;
 pub mod render;

@@ -1,16 +1,24 @@
 //! What every reconcile shares: the client, caches of the stores, the event recorder, the hash
 //! key and the per-object backoff.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Secret;
 
 use kube::{
     Client,
+    api::PartialObjectMeta,
     runtime::{events::Recorder, reflector::Store},
 };
 
 use crate::{
     api::{ClusterSecretStore, SecretStore},
     hash::HashKey,
+    metrics::Metrics,
 };
 
 pub struct Context {
@@ -22,6 +30,9 @@ pub struct Context {
     /// Flip to true once each store cache has listed (see `wait_for_stores`).
     pub stores_synced: [tokio::sync::watch::Receiver<bool>; 2],
     pub backoff: Backoff,
+    pub metrics: Arc<Metrics>,
+    /// Metadata of the Secrets labelled as ours (for the managed-Secrets gauge only).
+    pub targets: Store<PartialObjectMeta<Secret>>,
 }
 
 impl Context {

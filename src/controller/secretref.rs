@@ -24,6 +24,7 @@ use crate::{
     api::{Reason, SecretRef, condition::find_ready},
     desired::{self, MAX_SECRET_BYTES},
     error::SyncError,
+    metrics::ReasonLabels,
 };
 
 /// How long a SecretRef that cannot sync until something changes waits before re-checking
@@ -34,7 +35,22 @@ const IDLE_RECHECK: Duration = Duration::from_secs(300);
 pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let namespace = sr.namespace().unwrap_or_default();
     let api: Api<SecretRef> = Api::namespaced(ctx.client.clone(), &namespace);
+    let started = std::time::Instant::now();
     let outcome = sync(&sr, &ctx).await;
+    let reason = match &outcome {
+        Ok(_) => Reason::Synced,
+        Err(e) => {
+            ctx.metrics
+                .sync_failures
+                .get_or_create(&ReasonLabels {
+                    reason: e.reason().as_str(),
+                })
+                .inc();
+            e.reason()
+        }
+    };
+    ctx.metrics.reconciled("SecretRef", reason.as_str(), started.elapsed());
+    ctx.metrics.managed_secrets.set(ctx.targets.len() as i64);
     let previous_reason = sr
         .status
         .as_ref()
@@ -85,17 +101,12 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
     tracing::debug!("resolving store");
     let store = resolve::store(sr, ctx).await?;
     tracing::debug!(store = %store.label, environment = %store.environment, "reading secrets");
-    let reads = try_join_all(
-        sr.spec
-            .secrets
-            .iter()
-            .map(|s| store.backend.get(&store.environment, &s.name)),
-    )
-    .await
-    .map_err(|source| SyncError::Backend {
-        store: store.label.clone(),
-        source,
-    })?;
+    let reads = try_join_all(sr.spec.secrets.iter().map(|s| timed_read(ctx, &store, &s.name)))
+        .await
+        .map_err(|source| SyncError::Backend {
+            store: store.label.clone(),
+            source,
+        })?;
     let merged = desired::merge(&sr.spec, reads, &store.label, &store.environment)?;
     let target_name = sr.target_name();
     let size = desired::data_size(&merged.data);
@@ -111,6 +122,7 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
 
     let previous_hash = sr.status.as_ref().and_then(|s| s.data_hash.as_deref());
     if wrote {
+        ctx.metrics.target_writes.inc();
         info!(target = %target_name, keys = merged.data.len(), "target Secret written");
         if !merged.not_env_keys.is_empty() {
             let note = format!(
@@ -143,6 +155,23 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
         sources: merged.sources,
         wrote,
     })
+}
+
+/// One backend read, counted and timed.
+async fn timed_read(
+    ctx: &Context,
+    store: &resolve::ResolvedStore,
+    name: &str,
+) -> Result<Option<crate::backend::StoredSecret>, crate::backend::BackendError> {
+    let started = std::time::Instant::now();
+    let read = store.backend.get(&store.environment, name).await;
+    let result = match &read {
+        Ok(Some(_)) => "found",
+        Ok(None) => "not_found",
+        Err(_) => "error",
+    };
+    ctx.metrics.backend_read(result, started.elapsed());
+    read
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

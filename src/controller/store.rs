@@ -26,12 +26,15 @@ const RECHECK: Duration = Duration::from_secs(300);
 pub trait StoreObject:
     Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
 {
+    /// The kind, as a metric label.
+    const KIND: &'static str;
     fn provider(&self) -> &Provider;
     fn store_status(&self) -> Option<&StoreStatus>;
     fn api(&self, client: kube::Client) -> Api<Self>;
 }
 
 impl StoreObject for SecretStore {
+    const KIND: &'static str = "SecretStore";
     fn provider(&self) -> &Provider {
         &self.spec.provider
     }
@@ -44,6 +47,7 @@ impl StoreObject for SecretStore {
 }
 
 impl StoreObject for ClusterSecretStore {
+    const KIND: &'static str = "ClusterSecretStore";
     fn provider(&self) -> &Provider {
         &self.spec.provider
     }
@@ -57,6 +61,7 @@ impl StoreObject for ClusterSecretStore {
 
 #[instrument(skip_all, fields(store = %store.name_any()))]
 pub async fn reconcile<K: StoreObject>(store: Arc<K>, ctx: Arc<Context>) -> Result<Action, SyncError> {
+    let started = std::time::Instant::now();
     let checked = match for_provider(&ctx.client, store.provider()) {
         Ok(backend) => backend.check().await,
         Err(e) => Err(e),
@@ -87,6 +92,7 @@ pub async fn reconcile<K: StoreObject>(store: Arc<K>, ctx: Arc<Context>) -> Resu
             .await
             .map_err(|e| SyncError::kube(format!("writing status of store {:?}", store.name_any()), e))?;
     }
+    ctx.metrics.reconciled(K::KIND, reason.as_str(), started.elapsed());
     let key = format!("store/{}/{}", store.namespace().unwrap_or_default(), store.name_any());
     match reason {
         Reason::BackendUnavailable => Ok(Action::requeue(ctx.backoff.next(&key))),

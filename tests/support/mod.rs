@@ -165,6 +165,10 @@ impl Operator {
             concurrency: 4,
             operator_namespace: namespace.to_string(),
             hash_key_secret: "secretref-hash-key".to_string(),
+            leader_elect: false,
+            lease_name: "secretref-leader".to_string(),
+            metrics_bind_address: "127.0.0.1:0".parse().expect("address"),
+            log_format: secretref::controller::LogFormat::Text,
         };
         let client = client.clone();
         let handle = tokio::spawn(async move {

@@ -16,7 +16,15 @@ async fn a_canary_value_never_leaves_the_target() {
     f.put("prod", "app", &[("TOKEN", canary.as_str())]).await;
 
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_secretref"))
-        .args(["run", "--namespace", f.ns(), "--operator-namespace", f.ns()])
+        .args([
+            "run",
+            "--namespace",
+            f.ns(),
+            "--operator-namespace",
+            f.ns(),
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ])
         .env("KUBECONFIG", kubeconfig_path())
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())

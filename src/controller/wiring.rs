@@ -1,0 +1,191 @@
+//! Wires the watches and the three controllers (SecretRef, SecretStore, ClusterSecretStore)
+//! around one shared [`Context`].
+
+use std::{hash::Hasher, sync::Arc};
+
+use futures::{StreamExt, future::BoxFuture, future::Shared};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    api::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        predicates,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+use tracing::info;
+
+use super::{Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs, secretref, store};
+use crate::{
+    api::{ClusterSecretStore, SecretRef, SecretStore},
+    backend::kubernetes::{NAME_ANNOTATION, STORE_SECRET_LABEL},
+    desired::{MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL},
+    hash::HashKey,
+    metrics::Metrics,
+};
+
+/// Runs the three controllers until `shutdown` completes; in-flight reconciles finish first.
+pub async fn run_controllers(
+    client: Client,
+    args: &RunArgs,
+    hash_key: HashKey,
+    metrics: Arc<Metrics>,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+) {
+    let (sr_api, ss_api, target_api): (Api<SecretRef>, Api<SecretStore>, Api<PartialObjectMeta<Secret>>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
+    let css_api: Api<ClusterSecretStore> = Api::all(client.clone());
+
+    // Targets are watched metadata-only and label-filtered: never a cache of every Secret.
+    // The metadata cache only feeds the managed-Secrets gauge.
+    let (targets_reader, targets_writer) = reflector::store();
+    let targets = watcher(
+        target_api,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+    )
+    .default_backoff()
+    .reflect(targets_writer)
+    .touched_objects();
+    let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone());
+    let (css_stream, css_reader, css_synced) = cached(css_api.clone());
+    let ss_controller = Controller::for_stream(ss_stream, ss_reader.clone()).graceful_shutdown_on(shutdown.clone());
+    let css_controller = Controller::for_stream(css_stream, css_reader.clone()).graceful_shutdown_on(shutdown.clone());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "secretref".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        hash_key,
+        secret_stores: ss_reader,
+        cluster_stores: css_reader,
+        stores_synced: [ss_synced, css_synced],
+        backoff: Backoff::default(),
+        metrics,
+        targets: targets_reader.clone(),
+    });
+
+    let (sr_reader, sr_writer) = reflector::store();
+    // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
+    let spec_changes = watcher(sr_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(sr_writer)
+        .applied_objects()
+        .predicate_filter(spec_or_force_sync, Default::default());
+    let store_secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{STORE_SECRET_LABEL}=true")),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let by_secret = sr_reader.clone();
+    let by_store = sr_reader.clone();
+    let by_cluster_store = sr_reader.clone();
+    let secretrefs = Controller::for_stream(spec_changes, sr_reader)
+        .with_config(kube::runtime::controller::Config::default().concurrency(args.concurrency))
+        .watches_stream(targets, |secret| {
+            let name = secret.labels().get(SECRETREF_LABEL)?.clone();
+            Some(ObjectRef::<SecretRef>::new(&name).within(&secret.namespace()?))
+        })
+        .watches_stream(store_secrets, move |secret| {
+            let Some(name) = secret.annotations().get(NAME_ANNOTATION).cloned() else {
+                return Vec::new();
+            };
+            by_secret
+                .state()
+                .iter()
+                .filter(|sr| sr.spec.secrets.iter().any(|s| s.name == name))
+                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
+                .collect()
+        })
+        .watches(ss_api, watcher::Config::default(), move |store: SecretStore| {
+            let ns = store.namespace();
+            by_store
+                .state()
+                .iter()
+                .filter(|sr| sr.namespace() == ns)
+                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches(css_api, watcher::Config::default(), move |_: ClusterSecretStore| {
+            by_cluster_store
+                .state()
+                .iter()
+                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(secretref::reconcile, secretref::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let ss = ss_controller
+        .run(store::reconcile, store::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let css = css_controller
+        .run(store::reconcile, store::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        concurrency = args.concurrency,
+        "secretref controllers started"
+    );
+    tokio::join!(secretrefs, ss, css);
+    info!("secretref controllers stopped");
+}
+
+/// A cached watch of `api`: the stream of changed objects, the cache, and a flag that turns
+/// true once the cache has listed.
+#[allow(clippy::type_complexity)]
+fn cached<K>(
+    api: Api<K>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    reflector::Store<K>,
+    tokio::sync::watch::Receiver<bool>,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                synced_tx.send_replace(true);
+            }
+        })
+        .applied_objects();
+    (stream, reader, synced)
+}
+
+fn spec_or_force_sync(sr: &SecretRef) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(predicates::generation(sr).unwrap_or(0));
+    h.write(
+        sr.annotations()
+            .get(FORCE_SYNC_ANNOTATION)
+            .map(String::as_bytes)
+            .unwrap_or_default(),
+    );
+    Some(h.finish())
+}
