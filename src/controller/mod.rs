@@ -144,6 +144,9 @@ pub async fn run_with(
     metrics.leader.set(0);
 
     let lost_lease = lost.peek().is_some();
+    // `lost` holds a receiver of the election channel; the Lease is released only once every
+    // receiver is gone.
+    drop(lost);
     if let Some(l) = leadership {
         l.release().await;
     }

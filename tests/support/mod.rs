@@ -223,9 +223,9 @@ where
     }
 }
 
-/// A client that authenticates as `namespace/service_account` with a token from the
-/// TokenRequest API, as a pod running under that ServiceAccount would.
-pub async fn service_account_client(admin: &Client, namespace: &str, service_account: &str) -> Client {
+/// A TokenRequest token of `namespace/service_account` (created if absent), as a pod running
+/// under that ServiceAccount would hold.
+pub async fn service_account_token(admin: &Client, namespace: &str, service_account: &str) -> String {
     use k8s_openapi::api::{
         authentication::v1::{TokenRequest, TokenRequestSpec},
         core::v1::ServiceAccount,
@@ -241,13 +241,17 @@ pub async fn service_account_client(admin: &Client, namespace: &str, service_acc
         }),
         ..Default::default()
     };
-    let token = api
-        .create_token_request(service_account, &PostParams::default(), &request)
+    api.create_token_request(service_account, &PostParams::default(), &request)
         .await
         .expect("token request")
         .status
         .and_then(|s| s.token)
-        .expect("a token");
+        .expect("a token")
+}
+
+/// A client that authenticates as `namespace/service_account`.
+pub async fn service_account_client(admin: &Client, namespace: &str, service_account: &str) -> Client {
+    let token = service_account_token(admin, namespace, service_account).await;
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

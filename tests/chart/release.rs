@@ -1,0 +1,214 @@
+//! Installs the chart into a test namespace and runs operator processes exactly as its
+//! Deployment would run them.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::TcpStream,
+    process::Stdio,
+    time::Duration,
+};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use secretref::backend::kubernetes::KubernetesBackend;
+use serde_json::Value;
+
+use crate::support::{TestNamespace, apply_json, client, install_crds, kubeconfig_path, repo_root, tools_bin};
+
+/// Runs the pinned helm in the repository root and returns its stdout.
+pub fn helm(args: &[&str]) -> String {
+    let out = std::process::Command::new(tools_bin().join("helm"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+pub struct Release {
+    pub client: Client,
+    pub ns: TestNamespace,
+    pub name: String,
+    /// The namespace the release watches (`watchNamespace`), so that it never acts on other
+    /// tests' objects, with a default SecretStore over `store_ns`.
+    pub app: TestNamespace,
+    pub store_ns: TestNamespace,
+    pub store: KubernetesBackend,
+    kubeconfig: std::path::PathBuf,
+}
+
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub port: u16,
+    pub identity: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Renders the chart for this release (metrics on `port`, watching `watch`) into JSON documents.
+fn render(name: &str, namespace: &str, port: u16, watch: &str) -> Vec<Value> {
+    let port_value = format!("metrics.port={port}");
+    let watch_value = format!("watchNamespace={watch}");
+    #[rustfmt::skip]
+    let yaml = helm(&[
+        "template", name, "deploy/helm/secretref", "--namespace", namespace,
+        "--set", &port_value, "--set", &watch_value, "--set", "logFormat=text",
+    ]);
+    yaml.split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|v| v.get("kind").is_some())
+        .collect()
+}
+
+impl Release {
+    /// Applies the whole rendered chart (CRDs, RBAC, ServiceAccount, Service, Deployment, ...)
+    /// and writes a kubeconfig holding a TokenRequest token of the chart's ServiceAccount.
+    pub async fn install(prefix: &str) -> Release {
+        let client = client().await;
+        install_crds(&client).await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let app = TestNamespace::new(&client, &format!("{prefix}-app")).await;
+        let store_ns = TestNamespace::new(&client, &format!("{prefix}-store")).await;
+        let name = ns.name.clone();
+        for doc in render(&name, &ns.name, free_port(), &app.name) {
+            apply_json(&client, doc).await;
+        }
+        apply_json(&client, serde_json::json!({
+            "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "store", "namespace": app.name },
+            "spec": { "default": true, "provider": { "kubernetes": { "namespace": store_ns.name } } }
+        }))
+        .await;
+        let store = KubernetesBackend::new(client.clone(), &store_ns.name);
+        let sa = format!("{name}-secretref");
+        let token = crate::support::service_account_token(&client, &ns.name, &sa).await;
+        let admin = std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig");
+        let server = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .expect("server")
+            .to_string();
+        let ca = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+            .expect("ca")
+            .to_string();
+        let kubeconfig = repo_root()
+            .join("target/chart-tests")
+            .join(format!("{name}.kubeconfig"));
+        std::fs::create_dir_all(kubeconfig.parent().expect("dir")).expect("dir");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{ server: \"{server}\", certificate-authority: \"{ca}\" }}\n\
+             users:\n- name: u\n  user: {{ token: \"{token}\" }}\ncontexts:\n- name: c\n  context: {{ cluster: c, user: u }}\n\
+             current-context: c\n"
+        );
+        std::fs::write(&kubeconfig, text).expect("write kubeconfig");
+        Release {
+            client,
+            ns,
+            name,
+            app,
+            store_ns,
+            store,
+            kubeconfig,
+        }
+    }
+
+    pub fn service_account_kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+
+    /// Starts the operator binary with the args and env of the Deployment rendered for a
+    /// metrics port of its own, as pod `pod_name` would run.
+    pub fn spawn(&self, pod_name: &str) -> Process {
+        let port = free_port();
+        let deployment = render(&self.name, &self.ns.name, port, &self.app.name)
+            .into_iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let deployment: Deployment = serde_json::from_value(deployment).expect("deployment");
+        let container = deployment.spec.template.spec.expect("pod spec").containers.remove(0);
+        let mut env = BTreeMap::new();
+        for var in container.env.unwrap_or_default() {
+            let value = match (
+                var.value,
+                var.value_from.and_then(|f| f.field_ref).map(|f| f.field_path),
+            ) {
+                (Some(v), _) => v,
+                (None, Some(path)) if path == "metadata.namespace" => self.ns.name.clone(),
+                (None, Some(path)) if path == "metadata.name" => pod_name.to_string(),
+                other => panic!("unexpected env source for {}: {other:?}", var.name),
+            };
+            env.insert(var.name, value);
+        }
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_secretref"))
+            .args(container.args.unwrap_or_default())
+            .env_clear()
+            .envs(env)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("operator starts");
+        Process {
+            child,
+            port,
+            identity: pod_name.to_string(),
+        }
+    }
+}
+
+impl Process {
+    /// GETs a path of the admin endpoint: (status code, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// The value of an unlabelled metric (NaN while the endpoint does not answer).
+    pub fn metric(&self, name: &str) -> f64 {
+        let Some((_, body)) = self.get("/metrics") else {
+            return f64::NAN;
+        };
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+}
