@@ -38,7 +38,7 @@ pub struct Release {
     /// The namespace the release watches (`watchNamespace`), so that it never acts on other
     /// tests' objects, with a default SecretStore over `store_ns`.
     pub app: TestNamespace,
-    pub store_ns: TestNamespace,
+    pub _store_ns: TestNamespace,
     pub store: KubernetesBackend,
     kubeconfig: std::path::PathBuf,
 }
@@ -123,10 +123,6 @@ impl Release {
             store,
             kubeconfig,
         }
-    }
-
-    pub fn service_account_kubeconfig(&self) -> &std::path::Path {
-        &self.kubeconfig
     }
 
     /// Starts the operator binary with the args and env of the Deployment rendered for a
