@@ -119,7 +119,7 @@ impl Release {
             ns,
             name,
             app,
-            store_ns,
+            _store_ns: store_ns,
             store,
             kubeconfig,
         }
