@@ -7,6 +7,6 @@ fn crds_folder_is_current() {
     let actual = std::fs::read_to_string(&path).expect("crds/secretref.dev.yaml exists");
     assert!(
         actual == expected,
-        "crds/secretref.dev.yaml is stale: run `cargo run -- crds > crds/secretref.dev.yaml`"
+        "crds/secretref.dev.yaml is stale: run scripts/generate"
     );
 }
