@@ -100,6 +100,11 @@ impl KubernetesBackend {
     }
 }
 
+/// The identity of the kubernetes store over `namespace` (see `SecretBackend::identity`).
+pub fn identity(namespace: &str) -> String {
+    format!("kubernetes/{namespace}")
+}
+
 /// Reads a store Secret back into a Modal-style secret; `None` if it is not one of ours.
 pub fn decode(secret: &Secret) -> Option<StoredSecret> {
     let annotations = secret.metadata.annotations.as_ref()?;
@@ -234,6 +239,10 @@ impl SecretBackend for KubernetesBackend {
             }),
             Err(e) => Err(self.unavailable(&what, e)),
         }
+    }
+
+    fn identity(&self) -> String {
+        identity(&self.namespace)
     }
 
     async fn check(&self) -> Result<(), BackendError> {

@@ -114,6 +114,10 @@ impl SecretBackend for MemoryBackend {
     async fn check(&self) -> Result<(), BackendError> {
         self.guard().map(|_| ())
     }
+
+    fn identity(&self) -> String {
+        format!("memory/{:p}", self)
+    }
 }
 
 #[cfg(test)]

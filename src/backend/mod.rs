@@ -49,7 +49,7 @@ impl From<&StoredSecret> for SecretSummary {
 }
 
 /// Why a backend call failed. Messages name the store, environment and secret, never values.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// The backend could not be reached or refused the call; worth retrying.
     #[error("backend unavailable: {0}")]
@@ -80,6 +80,9 @@ pub trait SecretBackend: Send + Sync + std::fmt::Debug {
     async fn delete(&self, environment: &str, name: &str) -> Result<(), BackendError>;
     /// Checks that the store can serve at all (reachable, permitted, configured).
     async fn check(&self) -> Result<(), BackendError>;
+    /// Names the data source: stores with equal identities read the same secrets, so their
+    /// reads are shared (for example `kubernetes/<namespace>`).
+    fn identity(&self) -> String;
 }
 
 /// Builds the backend a store's provider describes.

@@ -33,6 +33,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Metadata of the Secrets labelled as ours (for the managed-Secrets gauge only).
     pub targets: Store<PartialObjectMeta<Secret>>,
+    /// Backend reads shared by all SecretRefs.
+    pub reads: super::reads::SharedReads,
+    /// Cache lifetime of a shared read when a SecretRef's refresh interval is 0.
+    pub read_ttl: Duration,
 }
 
 impl Context {

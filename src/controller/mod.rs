@@ -3,7 +3,9 @@
 
 mod context;
 mod hash_key;
+mod index;
 mod leader;
+mod reads;
 mod resolve;
 mod rollout;
 mod secretref;
@@ -55,6 +57,13 @@ pub struct RunArgs {
     /// Where to serve /livez, /readyz and /metrics (port 0: any free port).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SECRETREF_METRICS_ADDRESS")]
     pub metrics_bind_address: SocketAddr,
+    /// How long a shared backend read may serve other SecretRefs at most (each SecretRef also
+    /// caps it at its own refreshInterval), as a Go duration.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub read_cache_ttl: std::time::Duration,
+    /// How many shared backend reads to keep at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub read_cache_entries: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SECRETREF_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -155,6 +164,12 @@ pub async fn run_with(
         anyhow::bail!("lost the leader Lease: stopping so that only the new leader writes");
     }
     Ok(())
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<kube::core::Duration>()
+        .map(Into::into)
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn hostname() -> String {

@@ -73,7 +73,7 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
             Ok(if interval.is_zero() {
                 Action::await_change()
             } else {
-                Action::requeue(interval)
+                Action::requeue(next_refresh(&sr, interval))
             })
         }
         Err(e) => Err(e),
@@ -101,12 +101,20 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
     tracing::debug!("resolving store");
     let store = resolve::store(sr, ctx).await?;
     tracing::debug!(store = %store.label, environment = %store.environment, "reading secrets");
-    let reads = try_join_all(sr.spec.secrets.iter().map(|s| timed_read(ctx, &store, &s.name)))
-        .await
-        .map_err(|source| SyncError::Backend {
-            store: store.label.clone(),
-            source,
-        })?;
+    // Reads younger than this SecretRef's refresh interval are shared with other SecretRefs.
+    let interval: Duration = sr.spec.refresh_interval.into();
+    let max_age = if interval.is_zero() { ctx.read_ttl } else { interval };
+    let reads = try_join_all(
+        sr.spec
+            .secrets
+            .iter()
+            .map(|s| timed_read(ctx, &store, &s.name, max_age)),
+    )
+    .await
+    .map_err(|source| SyncError::Backend {
+        store: store.label.clone(),
+        source,
+    })?;
     let merged = desired::merge(&sr.spec, reads, &store.label, &store.environment)?;
     let target_name = sr.target_name();
     let size = desired::data_size(&merged.data);
@@ -157,21 +165,34 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
     })
 }
 
-/// One backend read, counted and timed.
+/// One read through the shared cache; a real backend read is counted and timed.
 async fn timed_read(
     ctx: &Context,
     store: &resolve::ResolvedStore,
     name: &str,
+    max_age: Duration,
 ) -> Result<Option<crate::backend::StoredSecret>, crate::backend::BackendError> {
     let started = std::time::Instant::now();
-    let read = store.backend.get(&store.environment, name).await;
+    let read = ctx.reads.get(&store.backend, &store.environment, name, max_age).await;
     let result = match &read {
-        Ok(Some(_)) => "found",
-        Ok(None) => "not_found",
+        Ok((_, false)) => return read.map(|(v, _)| v),
+        Ok((Some(_), true)) => "found",
+        Ok((None, true)) => "not_found",
         Err(_) => "error",
     };
     ctx.metrics.backend_read(result, started.elapsed());
-    read
+    read.map(|(v, _)| v)
+}
+
+/// When to look again after a good sync: the refresh interval plus up to 10% (fixed per
+/// object), so that SecretRefs created together do not all come due in the same instant and
+/// crowd out new work.
+fn next_refresh(sr: &SecretRef, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    sr.metadata.uid.hash(&mut h);
+    let spread = interval.as_millis() as u64 / 10;
+    interval + Duration::from_millis(if spread == 0 { 0 } else { h.finish() % spread })
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -18,10 +18,12 @@ use kube::{
 };
 use tracing::info;
 
-use super::{Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs, secretref, store};
+use super::{
+    Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs, index::SecretIndex, reads::SharedReads, secretref, store,
+};
 use crate::{
     api::{ClusterSecretStore, SecretRef, SecretStore},
-    backend::kubernetes::{NAME_ANNOTATION, STORE_SECRET_LABEL},
+    backend::kubernetes::{self, ENVIRONMENT_ANNOTATION, NAME_ANNOTATION, STORE_SECRET_LABEL},
     desired::{MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL},
     hash::HashKey,
     metrics::Metrics,
@@ -64,6 +66,7 @@ pub async fn run_controllers(
     let (css_stream, css_reader, css_synced) = cached(css_api.clone());
     let ss_controller = Controller::for_stream(ss_stream, ss_reader.clone()).graceful_shutdown_on(shutdown.clone());
     let css_controller = Controller::for_stream(css_stream, css_reader.clone()).graceful_shutdown_on(shutdown.clone());
+    let reads = SharedReads::new(args.read_cache_entries, args.read_cache_ttl);
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -80,23 +83,54 @@ pub async fn run_controllers(
         backoff: Backoff::default(),
         metrics,
         targets: targets_reader.clone(),
+        reads: reads.clone(),
+        read_ttl: args.read_cache_ttl,
     });
 
+    let index = SecretIndex::default();
     let (sr_reader, sr_writer) = reflector::store();
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
     let spec_changes = watcher(sr_api, watcher::Config::default())
         .default_backoff()
         .reflect(sr_writer)
+        .inspect({
+            let index = index.clone();
+            move |event| {
+                if let Ok(event) = event {
+                    index.apply(event);
+                }
+            }
+        })
         .applied_objects()
         .predicate_filter(spec_or_force_sync, Default::default());
+    // Store secrets (metadata only): every change is noted as the secret's newest version, so
+    // the shared reads never serve an older one, before it triggers the SecretRefs using it.
     let store_secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default().labels(&format!("{STORE_SECRET_LABEL}=true")),
     )
     .default_backoff()
+    .inspect({
+        let reads = reads.clone();
+        move |event| {
+            let (secret, deleted) = match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
+                Ok(watcher::Event::Delete(s)) => (s, true),
+                _ => return,
+            };
+            let annotations = secret.annotations();
+            if let (Some(ns), Some(name), Some(env)) = (
+                secret.namespace(),
+                annotations.get(NAME_ANNOTATION),
+                annotations.get(ENVIRONMENT_ANNOTATION),
+            ) {
+                let version = if deleted { None } else { secret.resource_version() };
+                reads.note_version(&kubernetes::identity(&ns), env, name, version.as_deref());
+            }
+        }
+    })
     .touched_objects();
 
-    let by_secret = sr_reader.clone();
     let by_store = sr_reader.clone();
     let by_cluster_store = sr_reader.clone();
     let secretrefs = Controller::for_stream(spec_changes, sr_reader)
@@ -106,15 +140,11 @@ pub async fn run_controllers(
             Some(ObjectRef::<SecretRef>::new(&name).within(&secret.namespace()?))
         })
         .watches_stream(store_secrets, move |secret| {
-            let Some(name) = secret.annotations().get(NAME_ANNOTATION).cloned() else {
-                return Vec::new();
-            };
-            by_secret
-                .state()
-                .iter()
-                .filter(|sr| sr.spec.secrets.iter().any(|s| s.name == name))
-                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
-                .collect()
+            secret
+                .annotations()
+                .get(NAME_ANNOTATION)
+                .map(|name| index.users(name))
+                .unwrap_or_default()
         })
         .watches(ss_api, watcher::Config::default(), move |store: SecretStore| {
             let ns = store.namespace();

@@ -169,6 +169,8 @@ impl Operator {
             lease_name: "secretref-leader".to_string(),
             metrics_bind_address: "127.0.0.1:0".parse().expect("address"),
             log_format: secretref::controller::LogFormat::Text,
+            read_cache_ttl: Duration::from_secs(300),
+            read_cache_entries: 10_000,
         };
         let client = client.clone();
         let handle = tokio::spawn(async move {

@@ -321,3 +321,35 @@ async fn force_sync_annotation_and_rollout_restart() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_store_change_reaches_every_secretref_that_uses_it() {
+    let f = Fixture::new("fanout").await;
+    f.put("main", "shared", &[("V", "1")]).await;
+    f.put("main", "other", &[("O", "1")]).await;
+    for i in 0..20 {
+        let secrets = if i % 2 == 0 {
+            json!([{ "name": "shared" }])
+        } else {
+            json!([{ "name": "other" }, { "name": "shared" }])
+        };
+        // refreshInterval 1h: only the store watch can bring the change in time.
+        f.apply(
+            "SecretRef",
+            &format!("app-{i}"),
+            json!({ "secrets": secrets, "refreshInterval": "1h" }),
+        )
+        .await;
+    }
+    for i in 0..20 {
+        f.wait_reason(&format!("app-{i}"), "Synced").await;
+    }
+    f.put("main", "shared", &[("V", "2")]).await;
+    for i in 0..20 {
+        let name = format!("app-{i}");
+        eventually(WAIT, &format!("{name} to follow"), || async {
+            (f.target(&name).await?.get("V")? == "2").then_some(())
+        })
+        .await;
+    }
+}
