@@ -1,0 +1,176 @@
+//! Cluster-side helpers: namespaces, bulk creates, the store, API server write counts.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+};
+use secretref::{
+    backend::{SecretBackend, kubernetes::KubernetesBackend},
+    model::{SecretData, SecretValue},
+};
+
+pub const STORE_NS: &str = "bench-store";
+
+pub async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } }))?;
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+    }
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::background()).await;
+}
+
+/// Creates `count` objects with `concurrency` requests in flight; returns the elapsed time.
+pub async fn create_all<F, Fut>(count: usize, concurrency: usize, make: F) -> anyhow::Result<Duration>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    stream::iter(0..count)
+        .map(make)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+fn secret(name: &str, bytes: usize) -> anyhow::Result<Secret> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "stringData": { "VALUE": "x".repeat(bytes) }
+    }))?)
+}
+
+/// The API server's own rate for creating `count` Secrets at `concurrency`.
+pub async fn raw_create_rate(client: &Client, count: usize, concurrency: usize) -> anyhow::Result<f64> {
+    namespace(client, "bench-raw").await?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), "bench-raw");
+    let took = create_all(count, concurrency, |i| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &secret(&format!("raw-{i}"), 64)?)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    delete_namespace(client, "bench-raw").await;
+    Ok(count as f64 / took.as_secs_f64())
+}
+
+/// `count` Modal-style secrets `s0..` in environment main of the store namespace.
+pub async fn seed_store(client: &Client, count: usize) -> anyhow::Result<()> {
+    namespace(client, STORE_NS).await?;
+    let backend = KubernetesBackend::new(client.clone(), STORE_NS);
+    for i in 0..count {
+        backend.replace("main", &store_secret(i), store_data(i, 0)).await?;
+    }
+    Ok(())
+}
+
+pub fn store_secret(i: usize) -> String {
+    format!("s{i}")
+}
+
+pub fn store_data(i: usize, round: usize) -> SecretData {
+    [
+        ("API_KEY".to_string(), SecretValue::new(format!("key-{i}-{round}"))),
+        (
+            "DB_URL".to_string(),
+            SecretValue::new(format!("postgres://db-{i}/{round}")),
+        ),
+        ("TOKEN".to_string(), SecretValue::new("t".repeat(32))),
+    ]
+    .into()
+}
+
+/// Changes store secret `i` (a new value, so every consumer must write).
+pub async fn touch_store_secret(client: &Client, i: usize, round: usize) -> anyhow::Result<()> {
+    KubernetesBackend::new(client.clone(), STORE_NS)
+        .replace("main", &store_secret(i), store_data(i, round))
+        .await?;
+    Ok(())
+}
+
+pub async fn create_unrelated(client: &Client, count: usize, concurrency: usize) -> anyhow::Result<()> {
+    namespace(client, "bench-unrelated").await?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), "bench-unrelated");
+    create_all(count, concurrency, |i| {
+        let api = api.clone();
+        async move {
+            match api
+                .create(&PostParams::default(), &secret(&format!("unrelated-{i}"), 1024)?)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Mutating requests the API server has served so far: (all but Leases, Leases).
+pub async fn apiserver_writes(client: &Client) -> anyhow::Result<(f64, f64)> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client
+        .request_text(request)
+        .await
+        .context("reading the API server's /metrics")?;
+    let (mut writes, mut leases) = (0.0, 0.0);
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let mutating = ["POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"]
+            .iter()
+            .any(|v| line.contains(&format!("verb=\"{v}\"")));
+        if !mutating {
+            continue;
+        }
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        if line.contains("resource=\"leases\"") {
+            leases += value;
+        } else {
+            writes += value;
+        }
+    }
+    Ok((writes, leases))
+}
+
+/// The `q`-quantile (0..=1) of `samples`, nearest rank.
+pub fn percentile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+/// Polls `check` every `every` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, every: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(every).await;
+    }
+    Ok(())
+}

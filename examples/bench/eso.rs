@@ -1,0 +1,312 @@
+//! The peer: External Secrets Operator v0.16.2 (built by `tools/build eso`), started outside
+//! the cluster with its client QPS and burst raised, reading the same store namespace through
+//! its own kubernetes provider (client-certificate auth against the same API server).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams},
+    discovery::{self, ApiResource},
+    runtime::{WatchStreamExt, watcher},
+};
+use secretref::backend::kubernetes::object_name;
+
+use crate::{
+    Args,
+    cluster::{self, STORE_NS, wait_until},
+    operator::{Process, free_port},
+    report::Operator,
+};
+
+const NS: &str = "bench-eso";
+
+fn env_path(var: &str) -> anyhow::Result<PathBuf> {
+    std::env::var(var)
+        .map(PathBuf::from)
+        .with_context(|| format!("{var} is not set (scripts/bench sets it)"))
+}
+
+fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
+    let port = free_port();
+    let argv: Vec<String> = vec![
+        format!("--metrics-addr=127.0.0.1:{port}"),
+        format!("--concurrent={}", args.concurrency),
+        "--client-qps=10000".into(),
+        "--client-burst=20000".into(),
+        "--enable-leader-election=false".into(),
+        "--enable-cluster-external-secret-reconciler=false".into(),
+        "--enable-push-secret-reconciler=false".into(),
+        "--enable-cluster-push-secret-reconciler=false".into(),
+        "--loglevel=error".into(),
+    ];
+    let log = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-{label}.log"));
+    Process::spawn(&env_path("SECRETREF_BENCH_ESO")?, &argv, port, &log)
+}
+
+async fn apply(client: &Client, manifest: serde_json::Value) -> anyhow::Result<()> {
+    let api_version = manifest["apiVersion"].as_str().context("apiVersion")?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, manifest["kind"].as_str().context("kind")?);
+    let ar = ApiResource::from_gvk(&gvk);
+    let name = manifest["metadata"]["name"].as_str().context("name")?.to_string();
+    let api: Api<DynamicObject> = match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("secretref-bench").force(),
+        &Patch::Apply(&manifest),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Installs ESO's CRDs from its module source and waits for ExternalSecret to be served.
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let dir = env_path("SECRETREF_BENCH_ESO_CRDS")?;
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") && path.file_name().is_some_and(|n| n != "kustomization.yaml")
+        {
+            let text = std::fs::read_to_string(&path)?;
+            for doc in text.split("\n---") {
+                if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(doc)
+                    && value.get("kind").is_some()
+                {
+                    apply(client, value)
+                        .await
+                        .with_context(|| format!("applying {}", path.display()))?;
+                }
+            }
+        }
+    }
+    let gvk = GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret");
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        "ESO's CRDs",
+        || async { discovery::pinned_kind(client, &gvk).await.is_ok() },
+    )
+    .await
+}
+
+/// A ClusterSecretStore of ESO's own kubernetes provider over the store namespace, with the
+/// admin client certificate (the same identity power as secretref's admin runs).
+async fn store(client: &Client) -> anyhow::Result<()> {
+    let kubeconfig = std::fs::read_to_string(env_path("KUBECONFIG")?)?;
+    let field = |key: &str| {
+        kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+    };
+    let server = field("server:").context("server in kubeconfig")?;
+    let read = |key: &str| -> anyhow::Result<String> {
+        let path = field(key).with_context(|| format!("{key} in kubeconfig"))?;
+        std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+    };
+    let (ca, cert, key) = (
+        read("certificate-authority:")?,
+        read("client-certificate:")?,
+        read("client-key:")?,
+    );
+    apply(
+        client,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "eso-auth", "namespace": NS },
+            "stringData": { "tls.crt": cert, "tls.key": key }
+        }),
+    )
+    .await?;
+    let b64 = data_encoding::BASE64.encode(ca.as_bytes());
+    apply(
+        client,
+        serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": { "name": "bench" },
+            "spec": { "provider": { "kubernetes": {
+                "remoteNamespace": STORE_NS,
+                "server": { "url": server, "caBundle": b64 },
+                "auth": { "cert": {
+                    "clientCert": { "name": "eso-auth", "key": "tls.crt", "namespace": NS },
+                    "clientKey": { "name": "eso-auth", "key": "tls.key", "namespace": NS }
+                } }
+            } } }
+        }),
+    )
+    .await
+}
+
+fn track_ready(client: &Client) -> Arc<Mutex<HashSet<String>>> {
+    let ready = Arc::new(Mutex::new(HashSet::new()));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    let set = ready.clone();
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(es)) = events.next().await {
+            let conditions = es.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let is_ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+            if is_ready && let Ok(mut s) = set.lock() {
+                s.insert(es.name_any());
+            }
+        }
+    });
+    ready
+}
+
+pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
+    cluster::namespace(client, NS).await?;
+    install_crds(client).await?;
+    store(client).await?;
+    let op = spawn(args, "eso-cold")?;
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        "ESO's metrics endpoint",
+        || async { !op.metrics().is_empty() },
+    )
+    .await?;
+    let ready = track_ready(client);
+
+    eprintln!("bench: eso cold sync of {} ExternalSecrets", args.refs);
+    let started = Instant::now();
+    let cycle = format!("{}s", args.cycle.as_secs());
+    cluster::create_all(args.refs, args.concurrency, |i| {
+        let manifest = serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": { "name": format!("es-{i}"), "namespace": NS },
+            "spec": {
+                "refreshInterval": cycle,
+                "secretStoreRef": { "kind": "ClusterSecretStore", "name": "bench" },
+                "target": { "name": format!("es-{i}") },
+                "dataFrom": [ { "extract": { "key": object_name("main", &cluster::store_secret(i % args.store_secrets)) } } ]
+            }
+        });
+        async move { apply(client, manifest).await }
+    })
+    .await?;
+    let n = args.refs;
+    wait_until(
+        Duration::from_secs(3600),
+        Duration::from_millis(50),
+        "every ExternalSecret to be Ready",
+        || async { ready.lock().map(|s| s.len() >= n).unwrap_or(false) },
+    )
+    .await?;
+    let cold = started.elapsed();
+    let mut result = Operator {
+        cold_sync_seconds: cold.as_secs_f64(),
+        cold_sync_per_s: args.refs as f64 / cold.as_secs_f64(),
+        peak_rss_bytes: op.peak_rss(),
+        ..Default::default()
+    };
+    eprintln!(
+        "bench: eso cold sync {:.1}s ({:.0}/s)",
+        result.cold_sync_seconds, result.cold_sync_per_s
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let window = args.cycle.mul_f64(1.15);
+    let reads = |op: &Process| op.metric_sum("externalsecret_provider_api_calls_count", &["call=\"GetSecret\""]);
+    let (w0, l0) = cluster::apiserver_writes(client).await?;
+    let r0 = reads(&op);
+    tokio::time::sleep(window).await;
+    let (w1, l1) = cluster::apiserver_writes(client).await?;
+    let r1 = reads(&op);
+    let per_cycle = args.cycle.as_secs_f64() / window.as_secs_f64();
+    result.steady_writes_per_cycle = (w1 - w0) * per_cycle;
+    result.steady_lease_writes_per_cycle = (l1 - l0) * per_cycle;
+    result.backend_reads_per_cycle = (r1 - r0) * per_cycle;
+
+    let mut samples = propagation(client, args).await?;
+    result.propagation_samples = samples.len();
+    result.propagation_p50_ms = cluster::percentile(&mut samples, 0.50);
+    result.propagation_p99_ms = cluster::percentile(&mut samples, 0.99);
+    result.peak_rss_bytes = result.peak_rss_bytes.max(op.peak_rss());
+    op.stop().await;
+    Ok(result)
+}
+
+/// Like secretref's: time from a store change to each target's data changing. ESO has no
+/// store watch, so changes arrive at its next refresh.
+async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let meta: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), NS);
+    let mut samples = Vec::new();
+    // Rounds 10.. so the values differ from secretref's rounds.
+    for round in 0..args.store_secrets.min(5) {
+        let baseline: BTreeMap<String, String> = meta
+            .list_metadata(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|s| Some((s.name_any(), s.resource_version()?)))
+            .collect();
+        let expected: HashSet<String> = (0..args.refs)
+            .filter(|i| i % args.store_secrets == round)
+            .map(|i| format!("es-{i}"))
+            .collect();
+        let mut events = watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let changed_at = Instant::now();
+        cluster::touch_store_secret(client, round, round + 10).await?;
+        let want = format!("key-{round}-{}", round + 10);
+        let mut seen = HashSet::new();
+        let deadline = changed_at + args.cycle.mul_f64(1.5) + Duration::from_secs(30);
+        while seen.len() < expected.len() && Instant::now() < deadline {
+            let Ok(Some(Ok(s))) = tokio::time::timeout(Duration::from_secs(5), events.next()).await else {
+                continue;
+            };
+            let name = s.name_any();
+            let updated = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get("API_KEY"))
+                .is_some_and(|v| v.0 == want.as_bytes());
+            if expected.contains(&name)
+                && updated
+                && s.resource_version() != baseline.get(&name).cloned()
+                && seen.insert(name)
+            {
+                samples.push(changed_at.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        eprintln!(
+            "bench: eso propagation round {round}: {}/{} targets updated",
+            seen.len(),
+            expected.len()
+        );
+    }
+    Ok(samples)
+}
+
+pub async fn settled_rss(client: &Client, args: &Args) -> anyhow::Result<u64> {
+    let _ = client;
+    let op = spawn(args, "eso-settled")?;
+    let n = args.refs as f64;
+    wait_until(
+        Duration::from_secs(1800),
+        Duration::from_millis(500),
+        "a full ESO resync",
+        || async { op.metric_sum("controller_runtime_reconcile_total", &["controller=\"externalsecret\""]) >= n },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = op.peak_rss();
+    op.stop().await;
+    Ok(rss)
+}

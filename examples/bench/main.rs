@@ -1,0 +1,103 @@
+//! The scale benchmark behind `scripts/bench` (not part of the test suite). On a local control
+//! plane of its own it measures, in one run and side by side:
+//! - `limit.raw_create_per_s`: the API server's own rate for creating N Secrets from a tight
+//!   client at the operator's concurrency;
+//! - for secretref (and, with `--peer eso`, External Secrets Operator): cold sync rate, peak
+//!   RSS with and without K unrelated Secrets, backend reads and writes over one refresh cycle
+//!   in steady state, and store-change propagation latency (p50, p99).
+//!
+//! Usage: `bench --refs N [--store-secrets M] [--unrelated K] [--peer eso] [--concurrency C]
+//! [--cycle SECONDS] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
+//! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder) set by scripts/bench.
+
+mod cluster;
+mod eso;
+mod operator;
+mod report;
+mod secretref;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub refs: usize,
+    pub store_secrets: usize,
+    pub unrelated: usize,
+    pub peer_eso: bool,
+    pub concurrency: usize,
+    pub cycle: Duration,
+    pub json: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        refs: 1000,
+        store_secrets: 10,
+        unrelated: 0,
+        peer_eso: false,
+        concurrency: 16,
+        cycle: Duration::from_secs(30),
+        json: PathBuf::from("bench.json"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--refs" => args.refs = value()?.parse().context("--refs")?,
+            "--store-secrets" => args.store_secrets = value()?.parse().context("--store-secrets")?,
+            "--unrelated" => args.unrelated = value()?.parse().context("--unrelated")?,
+            "--concurrency" => args.concurrency = value()?.parse().context("--concurrency")?,
+            "--cycle" => args.cycle = Duration::from_secs(value()?.parse().context("--cycle")?),
+            "--json" => args.json = PathBuf::from(value()?),
+            "--peer" => match value()?.as_str() {
+                "eso" => args.peer_eso = true,
+                other => bail!("unknown peer {other:?} (only eso)"),
+            },
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    if args.refs == 0 || args.store_secrets == 0 || args.concurrency == 0 {
+        bail!("--refs, --store-secrets and --concurrency must be positive");
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let client = kube::Client::try_default().await.context("connecting (KUBECONFIG)")?;
+    let mut report = report::Report::new(&args);
+
+    eprintln!(
+        "bench: raw create rate of {} Secrets at concurrency {}",
+        args.refs, args.concurrency
+    );
+    report.raw_create_per_s = cluster::raw_create_rate(&client, args.refs, args.concurrency).await?;
+    eprintln!("bench: {:.0} Secrets/s", report.raw_create_per_s);
+
+    cluster::seed_store(&client, args.store_secrets).await?;
+    let mut ours = secretref::run(&client, &args).await?;
+    ours.settled_rss_bytes = secretref::settled_rss(&client, &args).await?;
+    report.secretref = Some(ours);
+    if args.peer_eso {
+        let mut peer = eso::run(&client, &args).await?;
+        peer.settled_rss_bytes = eso::settled_rss(&client, &args).await?;
+        report.eso = Some(peer);
+    }
+    // Unrelated Secrets last: they stay in the cluster for the RSS-with-unrelated runs only.
+    if args.unrelated > 0 {
+        eprintln!("bench: creating {} unrelated Secrets", args.unrelated);
+        cluster::create_unrelated(&client, args.unrelated, args.concurrency).await?;
+        if let Some(r) = report.secretref.as_mut() {
+            r.peak_rss_bytes_with_unrelated = Some(secretref::settled_rss(&client, &args).await?);
+        }
+        if let Some(r) = report.eso.as_mut() {
+            r.peak_rss_bytes_with_unrelated = Some(eso::settled_rss(&client, &args).await?);
+        }
+    }
+    report.write(&args.json)?;
+    print!("{}", report.table());
+    Ok(())
+}

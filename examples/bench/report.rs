@@ -1,0 +1,106 @@
+//! The benchmark's results: JSON for machines, a table for people.
+
+use serde::Serialize;
+
+use crate::Args;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Operator {
+    pub cold_sync_per_s: f64,
+    pub cold_sync_seconds: f64,
+    pub peak_rss_bytes: u64,
+    /// Peak RSS of a fresh process after it resynced everything (no creation burst), without
+    /// and then with the unrelated Secrets: the like-for-like pair.
+    pub settled_rss_bytes: u64,
+    pub peak_rss_bytes_with_unrelated: Option<u64>,
+    pub backend_reads_per_cycle: f64,
+    pub steady_writes_per_cycle: f64,
+    /// Lease renewals, counted apart from the writes above (leader election, not sync work).
+    pub steady_lease_writes_per_cycle: f64,
+    pub propagation_p50_ms: f64,
+    pub propagation_p99_ms: f64,
+    pub propagation_samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub refs: usize,
+    pub store_secrets: usize,
+    pub unrelated: usize,
+    pub concurrency: usize,
+    pub cycle_seconds: u64,
+    #[serde(rename = "limit.raw_create_per_s")]
+    pub raw_create_per_s: f64,
+    pub secretref: Option<Operator>,
+    pub eso: Option<Operator>,
+}
+
+impl Report {
+    pub fn new(args: &Args) -> Self {
+        Report {
+            refs: args.refs,
+            store_secrets: args.store_secrets,
+            unrelated: args.unrelated,
+            concurrency: args.concurrency,
+            cycle_seconds: args.cycle.as_secs(),
+            raw_create_per_s: 0.0,
+            secretref: None,
+            eso: None,
+        }
+    }
+
+    pub fn write(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")?;
+        Ok(())
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "\nN={} store secrets={} unrelated={} concurrency={} cycle={}s\nlimit.raw_create_per_s {:>12.1}\n",
+            self.refs, self.store_secrets, self.unrelated, self.concurrency, self.cycle_seconds, self.raw_create_per_s
+        );
+        let columns: Vec<(&str, &Operator)> = [("secretref", &self.secretref), ("eso", &self.eso)]
+            .into_iter()
+            .filter_map(|(n, o)| o.as_ref().map(|o| (n, o)))
+            .collect();
+        out.push_str(&format!("{:<34}", "metric"));
+        for (name, _) in &columns {
+            out.push_str(&format!("{name:>14}"));
+        }
+        out.push('\n');
+        let rows: [(&str, fn(&Operator) -> Option<f64>); 10] = [
+            ("cold_sync_per_s", |o| Some(o.cold_sync_per_s)),
+            ("cold_sync / raw_create", |_| None),
+            ("peak_rss_MiB", |o| Some(o.peak_rss_bytes as f64 / (1024.0 * 1024.0))),
+            ("settled_rss_MiB", |o| {
+                Some(o.settled_rss_bytes as f64 / (1024.0 * 1024.0))
+            }),
+            ("peak_rss_MiB_with_unrelated", |o| {
+                o.peak_rss_bytes_with_unrelated.map(|b| b as f64 / (1024.0 * 1024.0))
+            }),
+            ("backend_reads_per_cycle", |o| Some(o.backend_reads_per_cycle)),
+            ("steady_writes_per_cycle", |o| Some(o.steady_writes_per_cycle)),
+            ("steady_lease_writes_per_cycle", |o| {
+                Some(o.steady_lease_writes_per_cycle)
+            }),
+            ("propagation_p50_ms", |o| Some(o.propagation_p50_ms)),
+            ("propagation_p99_ms", |o| Some(o.propagation_p99_ms)),
+        ];
+        for (label, get) in rows {
+            out.push_str(&format!("{label:<34}"));
+            for (_, op) in &columns {
+                let value = if label == "cold_sync / raw_create" {
+                    Some(op.cold_sync_per_s / self.raw_create_per_s.max(f64::MIN_POSITIVE))
+                } else {
+                    get(op)
+                };
+                match value {
+                    Some(v) => out.push_str(&format!("{v:>14.2}")),
+                    None => out.push_str(&format!("{:>14}", "-")),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
