@@ -22,6 +22,9 @@ pub struct Operator {
     pub propagation_samples: usize,
 }
 
+/// Reads one figure of an operator's results (`None`: not measured).
+type Getter = fn(&Operator) -> Option<f64>;
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub refs: usize,
@@ -68,7 +71,7 @@ impl Report {
             out.push_str(&format!("{name:>14}"));
         }
         out.push('\n');
-        let rows: [(&str, fn(&Operator) -> Option<f64>); 10] = [
+        let rows: [(&str, Getter); 10] = [
             ("cold_sync_per_s", |o| Some(o.cold_sync_per_s)),
             ("cold_sync / raw_create", |_| None),
             ("peak_rss_MiB", |o| Some(o.peak_rss_bytes as f64 / (1024.0 * 1024.0))),
