@@ -60,6 +60,7 @@ pub async fn run_controllers(
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
+    .modify(drop_managed_fields)
     .reflect(targets_writer)
     .touched_objects();
     let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone());
@@ -92,6 +93,7 @@ pub async fn run_controllers(
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
     let spec_changes = watcher(sr_api, watcher::Config::default())
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(sr_writer)
         .inspect({
             let index = index.clone();
@@ -198,6 +200,7 @@ where
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer)
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -218,4 +221,9 @@ fn spec_or_force_sync(sr: &SecretRef) -> Option<u64> {
             .unwrap_or_default(),
     );
     Some(h.finish())
+}
+
+/// Cached objects do not need their managedFields (often the larger half of the metadata).
+fn drop_managed_fields<K: ResourceExt>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
 }
