@@ -37,6 +37,10 @@ pub struct Context {
     pub reads: super::reads::SharedReads,
     /// Cache lifetime of a shared read when a SecretRef's refresh interval is 0.
     pub read_ttl: Duration,
+    /// What was last written to each target, to skip reading unchanged ones.
+    pub written: super::target::WriteMemo,
+    /// The status last written for each SecretRef.
+    pub statuses: super::status::StatusMemo,
 }
 
 impl Context {

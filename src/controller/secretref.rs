@@ -21,7 +21,7 @@ use super::{
     target,
 };
 use crate::{
-    api::{Reason, SecretRef, condition::find_ready},
+    api::{Reason, SecretRef, SecretRefStatus, condition::find_ready},
     desired::{self, MAX_SECRET_BYTES},
     error::SyncError,
     metrics::ReasonLabels,
@@ -36,7 +36,9 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     let namespace = sr.namespace().unwrap_or_default();
     let api: Api<SecretRef> = Api::namespaced(ctx.client.clone(), &namespace);
     let started = std::time::Instant::now();
-    let outcome = sync(&sr, &ctx).await;
+    // The status we wrote last is newer than the cached object's until the watch catches up.
+    let previous = ctx.statuses.get(&key(&sr)).or_else(|| sr.status.clone());
+    let outcome = sync(&sr, &ctx, previous.as_ref()).await;
     let reason = match &outcome {
         Ok(_) => Reason::Synced,
         Err(e) => {
@@ -51,19 +53,21 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     };
     ctx.metrics.reconciled("SecretRef", reason.as_str(), started.elapsed());
     ctx.metrics.managed_secrets.set(ctx.targets.len() as i64);
-    let previous_reason = sr
-        .status
+    let previous_reason = previous
         .as_ref()
         .and_then(|s| find_ready(&s.conditions))
         .map(|c| c.reason.clone());
     let next = status::next_status(
-        sr.status.as_ref(),
+        previous.as_ref(),
         sr.meta().generation,
         &outcome,
         Time(jiff::Timestamp::now()),
     );
-    if let Err(e) = status::write(&api, &sr, next).await {
-        warn!(error = %e, "status not written");
+    if previous.as_ref() != Some(&next) {
+        match status::write(&api, &sr.name_any(), &next).await {
+            Ok(()) => ctx.statuses.set(key(&sr), next),
+            Err(e) => warn!(error = %e, "status not written"),
+        }
     }
     publish_events(&sr, &ctx, &outcome, previous_reason.as_deref()).await;
     match outcome {
@@ -96,7 +100,7 @@ fn key(sr: &SecretRef) -> String {
     format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())
 }
 
-async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
+async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>) -> Result<Synced, SyncError> {
     let namespace = sr.namespace().unwrap_or_default();
     tracing::debug!("resolving store");
     let store = resolve::store(sr, ctx).await?;
@@ -126,9 +130,9 @@ async fn sync(sr: &SecretRef, ctx: &Context) -> Result<Synced, SyncError> {
     }
     let data_hash = ctx.hash_key.data_hash(&sr.spec.target.r#type, &merged.data);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let wrote = target::apply(&secrets, sr, &merged.data, &data_hash).await?;
+    let wrote = target::apply(&secrets, &ctx.targets, &ctx.written, sr, &merged.data, &data_hash).await?;
 
-    let previous_hash = sr.status.as_ref().and_then(|s| s.data_hash.as_deref());
+    let previous_hash = previous.and_then(|s| s.data_hash.as_deref());
     if wrote {
         ctx.metrics.target_writes.inc();
         info!(target = %target_name, keys = merged.data.len(), "target Secret written");
@@ -208,7 +212,10 @@ async fn publish_events(
 ) {
     match outcome {
         Ok(s) if s.wrote || previous_reason != Some(Reason::Synced.as_str()) => {
-            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), s.message.clone()).await;
+            // Repeats of an Event are folded into a series that keeps the first note, so the
+            // note says what stays true; the status message has the details.
+            let note = format!("Secret {:?} is in step with its store", sr.target_name());
+            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), note).await;
         }
         Err(e) if previous_reason != Some(e.reason().as_str()) => {
             publish(ctx, sr, EventType::Warning, e.reason().as_str(), e.to_string()).await;
@@ -217,6 +224,7 @@ async fn publish_events(
     }
 }
 
+/// Publishes an Event off the sync's critical path (an Event is a report, not a step).
 async fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
@@ -225,7 +233,10 @@ async fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, 
         action: "Sync".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &sr.object_ref(&())).await {
-        warn!(error = %e, "event not published");
-    }
+    let (recorder, reference) = (ctx.recorder.clone(), sr.object_ref(&()));
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, "event not published");
+        }
+    });
 }

@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Api, ResourceExt,
+    Api,
     api::{Patch, PatchParams},
 };
 
@@ -63,16 +63,28 @@ pub fn next_status(
     status
 }
 
-/// Writes `status` unless it equals what the SecretRef already shows.
-pub async fn write(api: &Api<SecretRef>, sr: &SecretRef, status: SecretRefStatus) -> Result<(), SyncError> {
-    if sr.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
+/// Writes `status` (a merge patch of the status subresource).
+pub async fn write(api: &Api<SecretRef>, name: &str, status: &SecretRefStatus) -> Result<(), SyncError> {
     let patch = serde_json::json!({ "status": status });
-    api.patch_status(&sr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| SyncError::kube(format!("writing status of SecretRef {:?}", sr.name_any()), e))?;
+        .map_err(|e| SyncError::kube(format!("writing status of SecretRef {name:?}"), e))?;
     Ok(())
+}
+
+/// The status last written for each SecretRef (`namespace/name`), newer than the cached
+/// object's until the watch delivers our own write.
+#[derive(Debug, Default)]
+pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, SecretRefStatus>>);
+
+impl StatusMemo {
+    pub fn get(&self, key: &str) -> Option<SecretRefStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    pub fn set(&self, key: String, status: SecretRefStatus) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, status);
+    }
 }
 
 #[cfg(test)]

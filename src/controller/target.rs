@@ -1,9 +1,12 @@
 //! The target Secret: who may write it (ownership) and writing it only when it differs.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{PartialObjectMeta, Patch, PatchParams},
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use crate::{
@@ -74,26 +77,78 @@ fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
         && has_all(&desired.metadata.annotations, &existing.metadata.annotations)
 }
 
+/// What we last wrote to each target: its resourceVersion after our write and a fingerprint
+/// of the Secret we applied. While the target still carries that resourceVersion nobody has
+/// touched it since, so an unchanged desired Secret needs neither a read nor a write. (The
+/// fingerprint stays in memory; it is never logged or stored.)
+#[derive(Debug, Default)]
+pub struct WriteMemo(Mutex<HashMap<(String, String), (String, u64)>>);
+
+impl WriteMemo {
+    fn get(&self, key: &(String, String)) -> Option<(String, u64)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn set(&self, key: (String, String), value: Option<(String, u64)>) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => memo.insert(key, v),
+            None => memo.remove(&key),
+        };
+    }
+}
+
+fn fingerprint(desired: &Secret) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(desired).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
 /// Server-side applies the target unless it is already up to date. Returns whether it wrote.
 /// The data hash annotation holds the hash of what we last applied, so a key we stopped
 /// producing is noticed (the hash changes) and dropped by the apply.
-pub async fn apply(api: &Api<Secret>, sr: &SecretRef, data: &SecretData, data_hash: &str) -> Result<bool, SyncError> {
+pub async fn apply(
+    api: &Api<Secret>,
+    targets: &Store<PartialObjectMeta<Secret>>,
+    memo: &WriteMemo,
+    sr: &SecretRef,
+    data: &SecretData,
+    data_hash: &str,
+) -> Result<bool, SyncError> {
     let target = sr.target_name();
+    let namespace = sr.namespace().unwrap_or_default();
+    let key = (namespace.clone(), target.clone());
+    let desired = desired_secret(sr, data, data_hash);
+    let print = fingerprint(&desired);
+    let current_version = targets
+        .get(&ObjectRef::new(&target).within(&namespace))
+        .and_then(|m| m.resource_version());
+    if let (Some(version), Some((written, written_print))) = (current_version, memo.get(&key))
+        && version == written
+        && written_print == print
+    {
+        return Ok(false);
+    }
+
     let existing = api
         .get_opt(&target)
         .await
         .map_err(|e| SyncError::kube(format!("reading target Secret {target:?}"), e))?;
     ensure_writable(existing.as_ref(), sr)?;
-    let desired = desired_secret(sr, data, data_hash);
     if let Some(existing) = &existing
         && up_to_date(existing, &desired)
         && existing.annotations().get(DATA_HASH_ANNOTATION).map(String::as_str) == Some(data_hash)
     {
+        memo.set(key, existing.resource_version().map(|v| (v, print)));
         return Ok(false);
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api.patch(&target, &params, &Patch::Apply(&desired)).await {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            memo.set(key, written.resource_version().map(|v| (v, print)));
+            Ok(true)
+        }
         // The API server refuses what cannot be (an immutable type changed, an invalid label):
         // the user must change something; retrying will not help.
         Err(kube::Error::Api(s)) if s.code == 422 => Err(SyncError::TargetConflict { target, why: s.message }),

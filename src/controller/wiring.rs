@@ -86,6 +86,8 @@ pub async fn run_controllers(
         targets: targets_reader.clone(),
         reads: reads.clone(),
         read_ttl: args.read_cache_ttl,
+        written: Default::default(),
+        statuses: Default::default(),
     });
 
     let index = SecretIndex::default();

@@ -129,11 +129,19 @@ async fn store_changes_propagate_and_unchanged_data_costs_no_write() {
     f.put("main", "a", &[("B", "new")]).await;
     f.wait_target("app", &[("B", "new")]).await;
     // One Event per real change: the first sync and two updates (a series of three).
-    eventually(WAIT, "Synced Events for the changes", || async {
+    let counted = eventually(WAIT, "Synced Events for the changes", || async {
         let events = f.events("app").await;
-        (events.iter().filter(|e| e.1 == "Synced").map(|e| e.3).sum::<i32>() == 3).then_some(())
+        let synced: i32 = events.iter().filter(|e| e.1 == "Synced").map(|e| e.3).sum();
+        (synced >= 3).then_some(events)
     })
     .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = f.events("app").await;
+    assert_eq!(
+        events.iter().filter(|e| e.1 == "Synced").map(|e| e.3).sum::<i32>(),
+        3,
+        "{counted:?} then {events:?}"
+    );
 }
 
 #[tokio::test]
