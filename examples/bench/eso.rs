@@ -23,7 +23,7 @@ use secretref::backend::kubernetes::object_name;
 use crate::{
     Args,
     cluster::{self, STORE_NS, wait_until},
-    operator::{Process, free_port},
+    operator::{Process, control_plane_cpu, free_port},
     report::Operator,
 };
 
@@ -182,6 +182,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
 
     eprintln!("bench: eso cold sync of {} ExternalSecrets", args.refs);
     let started = Instant::now();
+    let (op_cpu, api_cpu, etcd_cpu) = (op.cpu_seconds(), control_plane_cpu().0, control_plane_cpu().1);
     let cycle = format!("{}s", args.cycle.as_secs());
     cluster::create_all(args.refs, args.concurrency, |i| {
         let manifest = serde_json::json!({
@@ -210,6 +211,9 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         cold_sync_seconds: cold.as_secs_f64(),
         cold_sync_per_s: args.refs as f64 / cold.as_secs_f64(),
         peak_rss_bytes: op.peak_rss(),
+        cold_sync_cpu_seconds_operator: op.cpu_seconds() - op_cpu,
+        cold_sync_cpu_seconds_apiserver: control_plane_cpu().0 - api_cpu,
+        cold_sync_cpu_seconds_etcd: control_plane_cpu().1 - etcd_cpu,
         ..Default::default()
     };
     eprintln!(

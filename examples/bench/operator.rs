@@ -46,6 +46,11 @@ impl Process {
             .map_or(0, |kb| kb * 1024)
     }
 
+    /// CPU seconds (user + system) it has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.child.id().map_or(0.0, cpu_seconds_of)
+    }
+
     /// The text of its /metrics.
     pub fn metrics(&self) -> String {
         let get = || -> Option<String> {
@@ -89,4 +94,27 @@ impl Process {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// CPU seconds (user + system) used so far by process `pid` (clock ticks of 1/100 s).
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used so far by the control plane's processes (kube-apiserver, etcd), read
+/// from the pid files in `SECRETREF_CLUSTER_DIR`.
+pub fn control_plane_cpu() -> (f64, f64) {
+    let dir = std::env::var("SECRETREF_CLUSTER_DIR").unwrap_or_default();
+    let of = |name: &str| {
+        std::fs::read_to_string(format!("{dir}/{name}.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .map_or(0.0, cpu_seconds_of)
+    };
+    (of("kube-apiserver"), of("etcd"))
 }
