@@ -82,6 +82,16 @@ async fn apply(
     Ok(())
 }
 
+/// Creates a SecretRef with a plain POST, as cheap for the API server as the raw creates.
+async fn create(client: &Client, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+    let api: Api<SecretRef> = Api::namespaced(client.clone(), NS);
+    let obj: SecretRef = serde_json::from_value(serde_json::json!({
+        "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef", "metadata": { "name": name }, "spec": spec
+    }))?;
+    api.create(&kube::api::PostParams::default(), &obj).await?;
+    Ok(())
+}
+
 /// Names of the SecretRefs in `NS` whose Ready condition is True, kept up to date by a watch.
 fn track_ready(client: &Client) -> Arc<Mutex<HashSet<String>>> {
     let ready = Arc::new(Mutex::new(HashSet::new()));
@@ -125,7 +135,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
             "secrets": [{ "name": cluster::store_secret(i % args.store_secrets) }],
             "refreshInterval": cycle,
         });
-        async move { apply(client, "SecretRef", Some(NS), &format!("sr-{i}"), spec).await }
+        async move { create(client, &format!("sr-{i}"), spec).await }
     })
     .await?;
     let n = args.refs;
