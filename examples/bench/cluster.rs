@@ -7,7 +7,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    discovery::ApiResource,
 };
 use secretref::{
     backend::{SecretBackend, kubernetes::KubernetesBackend},
@@ -24,6 +25,26 @@ pub async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
     }
+}
+
+/// Server-side applies any manifest (its apiVersion and kind pick the resource).
+pub async fn apply(client: &Client, manifest: serde_json::Value) -> anyhow::Result<()> {
+    let api_version = manifest["apiVersion"].as_str().context("apiVersion")?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, manifest["kind"].as_str().context("kind")?);
+    let ar = ApiResource::from_gvk(&gvk);
+    let name = manifest["metadata"]["name"].as_str().context("name")?.to_string();
+    let api: Api<DynamicObject> = match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("secretref-bench").force(),
+        &Patch::Apply(&manifest),
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn delete_namespace(client: &Client, name: &str) {

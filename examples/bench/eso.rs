@@ -5,7 +5,6 @@
 use std::{
     collections::{BTreeMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -14,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams},
+    api::{DynamicObject, GroupVersionKind, PartialObjectMeta},
     discovery::{self, ApiResource},
     runtime::{WatchStreamExt, watcher},
 };
@@ -23,7 +22,8 @@ use secretref::backend::kubernetes::object_name;
 use crate::{
     Args,
     cluster::{self, STORE_NS, wait_until},
-    operator::{Process, control_plane_cpu, free_port},
+    measure,
+    operator::{Process, free_port},
     report::Operator,
 };
 
@@ -52,25 +52,6 @@ fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
     Process::spawn(&env_path("SECRETREF_BENCH_ESO")?, &argv, port, &log)
 }
 
-async fn apply(client: &Client, manifest: serde_json::Value) -> anyhow::Result<()> {
-    let api_version = manifest["apiVersion"].as_str().context("apiVersion")?;
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, manifest["kind"].as_str().context("kind")?);
-    let ar = ApiResource::from_gvk(&gvk);
-    let name = manifest["metadata"]["name"].as_str().context("name")?.to_string();
-    let api: Api<DynamicObject> = match manifest["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.patch(
-        &name,
-        &PatchParams::apply("secretref-bench").force(),
-        &Patch::Apply(&manifest),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Creates an ExternalSecret with a plain POST, as cheap as the raw creates.
 async fn create(client: &Client, manifest: serde_json::Value) -> anyhow::Result<()> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"));
@@ -92,7 +73,7 @@ async fn install_crds(client: &Client) -> anyhow::Result<()> {
                 if let Ok(value) = serde_saphyr::from_str::<serde_json::Value>(doc)
                     && value.get("kind").is_some()
                 {
-                    apply(client, value)
+                    cluster::apply(client, value)
                         .await
                         .with_context(|| format!("applying {}", path.display()))?;
                 }
@@ -128,7 +109,7 @@ async fn store(client: &Client) -> anyhow::Result<()> {
         read("client-certificate:")?,
         read("client-key:")?,
     );
-    apply(
+    cluster::apply(
         client,
         serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "eso-auth", "namespace": NS },
@@ -137,7 +118,7 @@ async fn store(client: &Client) -> anyhow::Result<()> {
     )
     .await?;
     let b64 = data_encoding::BASE64.encode(ca.as_bytes());
-    apply(
+    cluster::apply(
         client,
         serde_json::json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": { "name": "bench" },
@@ -154,27 +135,6 @@ async fn store(client: &Client) -> anyhow::Result<()> {
     .await
 }
 
-fn track_ready(client: &Client) -> Arc<Mutex<HashSet<String>>> {
-    let ready = Arc::new(Mutex::new(HashSet::new()));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
-    let set = ready.clone();
-    tokio::spawn(async move {
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(es)) = events.next().await {
-            let conditions = es.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let is_ready = conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
-            if is_ready && let Ok(mut s) = set.lock() {
-                s.insert(es.name_any());
-            }
-        }
-    });
-    ready
-}
-
 pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
     cluster::namespace(client, NS).await?;
     install_crds(client).await?;
@@ -187,13 +147,14 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         || async { !op.metrics().is_empty() },
     )
     .await?;
-    let ready = track_ready(client);
-
-    eprintln!("bench: eso cold sync of {} ExternalSecrets", args.refs);
-    let started = Instant::now();
-    let (op_cpu, api_cpu, etcd_cpu) = (op.cpu_seconds(), control_plane_cpu().0, control_plane_cpu().1);
+    let ready = measure::track_ready(
+        client,
+        &GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"),
+        NS,
+    );
     let cycle = format!("{}s", args.cycle.as_secs());
-    cluster::create_all(args.refs, args.concurrency, |i| {
+    let mut result = measure::cold_sync("eso", &op, args, ready, |i| {
+        let key = object_name("main", &cluster::store_secret(i % args.store_secrets));
         let manifest = serde_json::json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
             "metadata": { "name": format!("es-{i}"), "namespace": NS },
@@ -201,52 +162,15 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
                 "refreshInterval": cycle,
                 "secretStoreRef": { "kind": "ClusterSecretStore", "name": "bench" },
                 "target": { "name": format!("es-{i}") },
-                "dataFrom": [ { "extract": { "key": object_name("main", &cluster::store_secret(i % args.store_secrets)) } } ]
+                "dataFrom": [ { "extract": { "key": key } } ]
             }
         });
         async move { create(client, manifest).await }
     })
     .await?;
-    let n = args.refs;
-    wait_until(
-        Duration::from_secs(3600),
-        Duration::from_millis(50),
-        "every ExternalSecret to be Ready",
-        || async { ready.lock().map(|s| s.len() >= n).unwrap_or(false) },
-    )
-    .await?;
-    let cold = started.elapsed();
-    let mut result = Operator {
-        cold_sync_seconds: cold.as_secs_f64(),
-        cold_sync_per_s: args.refs as f64 / cold.as_secs_f64(),
-        peak_rss_bytes: op.peak_rss(),
-        cold_sync_cpu_seconds_operator: op.cpu_seconds() - op_cpu,
-        cold_sync_cpu_seconds_apiserver: control_plane_cpu().0 - api_cpu,
-        cold_sync_cpu_seconds_etcd: control_plane_cpu().1 - etcd_cpu,
-        ..Default::default()
-    };
-    eprintln!(
-        "bench: eso cold sync {:.1}s ({:.0}/s)",
-        result.cold_sync_seconds, result.cold_sync_per_s
-    );
-
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let window = args.cycle.mul_f64(1.15);
     let reads = |op: &Process| op.metric_sum("externalsecret_provider_api_calls_count", &["call=\"GetSecret\""]);
-    let (w0, l0) = cluster::apiserver_writes(client).await?;
-    let r0 = reads(&op);
-    tokio::time::sleep(window).await;
-    let (w1, l1) = cluster::apiserver_writes(client).await?;
-    let r1 = reads(&op);
-    let per_cycle = args.cycle.as_secs_f64() / window.as_secs_f64();
-    result.steady_writes_per_cycle = (w1 - w0) * per_cycle;
-    result.steady_lease_writes_per_cycle = (l1 - l0) * per_cycle;
-    result.backend_reads_per_cycle = (r1 - r0) * per_cycle;
-
-    let mut samples = propagation(client, args).await?;
-    result.propagation_samples = samples.len();
-    result.propagation_p50_ms = cluster::percentile(&mut samples, 0.50);
-    result.propagation_p99_ms = cluster::percentile(&mut samples, 0.99);
+    measure::steady(client, &op, args, reads, &mut result).await?;
+    measure::propagation(&mut result, propagation(client, args).await?);
     result.peak_rss_bytes = result.peak_rss_bytes.max(op.peak_rss());
     op.stop().await;
     Ok(result)

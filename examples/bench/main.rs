@@ -12,6 +12,7 @@
 
 mod cluster;
 mod eso;
+mod measure;
 mod operator;
 mod report;
 mod secretref;

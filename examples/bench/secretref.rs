@@ -3,7 +3,6 @@
 use std::{
     collections::{BTreeMap, HashSet},
     path::PathBuf,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -11,16 +10,16 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams},
-    discovery::ApiResource,
+    api::{GroupVersionKind, PartialObjectMeta},
     runtime::{WatchStreamExt, watcher},
 };
-use secretref::api::{SecretRef, condition::find_ready};
+use secretref::api::SecretRef;
 
 use crate::{
     Args,
     cluster::{self, STORE_NS, wait_until},
-    operator::{Process, control_plane_cpu, free_port},
+    measure,
+    operator::{Process, free_port},
     report::Operator,
 };
 
@@ -60,28 +59,6 @@ async fn wait_leading(p: &Process) -> anyhow::Result<()> {
     .await
 }
 
-async fn apply(
-    client: &Client,
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    spec: serde_json::Value,
-) -> anyhow::Result<()> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("secretref.dev", "v1alpha1", kind));
-    let api: Api<DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let obj = serde_json::json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec });
-    api.patch(
-        name,
-        &PatchParams::apply("secretref-bench").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Creates a SecretRef with a plain POST, as cheap for the API server as the raw creates.
 async fn create(client: &Client, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
     let api: Api<SecretRef> = Api::namespaced(client.clone(), NS);
@@ -92,44 +69,22 @@ async fn create(client: &Client, name: &str, spec: serde_json::Value) -> anyhow:
     Ok(())
 }
 
-/// Names of the SecretRefs in `NS` whose Ready condition is True, kept up to date by a watch.
-fn track_ready(client: &Client) -> Arc<Mutex<HashSet<String>>> {
-    let ready = Arc::new(Mutex::new(HashSet::new()));
-    let api: Api<SecretRef> = Api::namespaced(client.clone(), NS);
-    let set = ready.clone();
-    tokio::spawn(async move {
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(sr)) = events.next().await {
-            let is_ready = sr
-                .status
-                .as_ref()
-                .and_then(|s| find_ready(&s.conditions))
-                .is_some_and(|c| c.status == "True");
-            if is_ready && let Ok(mut s) = set.lock() {
-                s.insert(sr.name_any());
-            }
-        }
-    });
-    ready
-}
-
 pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
     cluster::namespace(client, NS).await?;
     let store =
         serde_json::json!({ "namespaces": ["bench-*"], "provider": { "kubernetes": { "namespace": STORE_NS } } });
-    apply(client, "ClusterSecretStore", None, "bench", store).await?;
+    let store = serde_json::json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "ClusterSecretStore",
+        "metadata": { "name": "bench" }, "spec": store });
+    cluster::apply(client, store).await?;
     let op = spawn(args, "secretref-cold")?;
     wait_leading(&op).await?;
-    let ready = track_ready(client);
-
-    eprintln!("bench: secretref cold sync of {} SecretRefs", args.refs);
-    let started = Instant::now();
-    let (op_cpu, api_cpu, etcd_cpu) = (op.cpu_seconds(), control_plane_cpu().0, control_plane_cpu().1);
+    let ready = measure::track_ready(
+        client,
+        &GroupVersionKind::gvk("secretref.dev", "v1alpha1", "SecretRef"),
+        NS,
+    );
     let cycle = format!("{}s", args.cycle.as_secs());
-    cluster::create_all(args.refs, args.concurrency, |i| {
+    let mut result = measure::cold_sync("secretref", &op, args, ready, |i| {
         let spec = serde_json::json!({
             "storeRef": { "name": "bench" },
             "secrets": [{ "name": cluster::store_secret(i % args.store_secrets) }],
@@ -138,46 +93,15 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         async move { create(client, &format!("sr-{i}"), spec).await }
     })
     .await?;
-    let n = args.refs;
-    wait_until(
-        Duration::from_secs(3600),
-        Duration::from_millis(50),
-        "every SecretRef to be Ready",
-        || async { ready.lock().map(|s| s.len() >= n).unwrap_or(false) },
+    measure::steady(
+        client,
+        &op,
+        args,
+        |op| op.metric_sum("secretref_backend_reads_total", &[]),
+        &mut result,
     )
     .await?;
-    let cold = started.elapsed();
-    let mut result = Operator {
-        cold_sync_seconds: cold.as_secs_f64(),
-        cold_sync_per_s: args.refs as f64 / cold.as_secs_f64(),
-        peak_rss_bytes: op.peak_rss(),
-        cold_sync_cpu_seconds_operator: op.cpu_seconds() - op_cpu,
-        cold_sync_cpu_seconds_apiserver: control_plane_cpu().0 - api_cpu,
-        cold_sync_cpu_seconds_etcd: control_plane_cpu().1 - etcd_cpu,
-        ..Default::default()
-    };
-    eprintln!(
-        "bench: secretref cold sync {:.1}s ({:.0}/s)",
-        result.cold_sync_seconds, result.cold_sync_per_s
-    );
-
-    // One refresh cycle (plus the 10% jitter) with nothing changing.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let window = args.cycle.mul_f64(1.15);
-    let (w0, l0) = cluster::apiserver_writes(client).await?;
-    let r0 = op.metric_sum("secretref_backend_reads_total", &[]);
-    tokio::time::sleep(window).await;
-    let (w1, l1) = cluster::apiserver_writes(client).await?;
-    let r1 = op.metric_sum("secretref_backend_reads_total", &[]);
-    let per_cycle = args.cycle.as_secs_f64() / window.as_secs_f64();
-    result.steady_writes_per_cycle = (w1 - w0) * per_cycle;
-    result.steady_lease_writes_per_cycle = (l1 - l0) * per_cycle;
-    result.backend_reads_per_cycle = (r1 - r0) * per_cycle;
-
-    let mut samples = propagation(client, args).await?;
-    result.propagation_samples = samples.len();
-    result.propagation_p50_ms = cluster::percentile(&mut samples, 0.50);
-    result.propagation_p99_ms = cluster::percentile(&mut samples, 0.99);
+    measure::propagation(&mut result, propagation(client, args).await?);
     result.peak_rss_bytes = result.peak_rss_bytes.max(op.peak_rss());
     op.stop().await;
     Ok(result)

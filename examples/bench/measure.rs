@@ -1,0 +1,116 @@
+//! The measurements both operators go through, so that they are measured identically.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, GroupVersionKind},
+    discovery::ApiResource,
+    runtime::{WatchStreamExt, watcher},
+};
+
+use crate::{
+    Args,
+    cluster::{self, wait_until},
+    operator::{Process, control_plane_cpu},
+    report::Operator,
+};
+
+/// Names of the objects of `kind` in `namespace` whose Ready condition is True, kept up to date
+/// by a watch.
+pub fn track_ready(client: &Client, gvk: &GroupVersionKind, namespace: &str) -> Arc<Mutex<HashSet<String>>> {
+    let ready = Arc::new(Mutex::new(HashSet::new()));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk(gvk));
+    let set = ready.clone();
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(obj)) = events.next().await {
+            let conditions = obj.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            if conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                && let Ok(mut s) = set.lock()
+            {
+                s.insert(obj.name_any());
+            }
+        }
+    });
+    ready
+}
+
+/// Creates the N objects with `create` (at the benchmark's concurrency) and times it until all
+/// are Ready, with the CPU each party spent meanwhile.
+pub async fn cold_sync<F, Fut>(
+    name: &str,
+    op: &Process,
+    args: &Args,
+    ready: Arc<Mutex<HashSet<String>>>,
+    create: F,
+) -> anyhow::Result<Operator>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    eprintln!("bench: {name} cold sync of {} objects", args.refs);
+    let (op_cpu, (api_cpu, etcd_cpu)) = (op.cpu_seconds(), control_plane_cpu());
+    let started = Instant::now();
+    cluster::create_all(args.refs, args.concurrency, create).await?;
+    let n = args.refs;
+    wait_until(
+        Duration::from_secs(3600),
+        Duration::from_millis(50),
+        "every object to be Ready",
+        || async { ready.lock().map(|s| s.len() >= n).unwrap_or(false) },
+    )
+    .await?;
+    let cold = started.elapsed();
+    let (api_now, etcd_now) = control_plane_cpu();
+    let result = Operator {
+        cold_sync_seconds: cold.as_secs_f64(),
+        cold_sync_per_s: args.refs as f64 / cold.as_secs_f64(),
+        peak_rss_bytes: op.peak_rss(),
+        cold_sync_cpu_seconds_operator: op.cpu_seconds() - op_cpu,
+        cold_sync_cpu_seconds_apiserver: api_now - api_cpu,
+        cold_sync_cpu_seconds_etcd: etcd_now - etcd_cpu,
+        ..Default::default()
+    };
+    eprintln!(
+        "bench: {name} cold sync {:.1}s ({:.0}/s)",
+        result.cold_sync_seconds, result.cold_sync_per_s
+    );
+    Ok(result)
+}
+
+/// One refresh cycle (plus 15% for jitter) with nothing changing: the API server's mutating
+/// requests (Leases apart) and the operator's backend reads (`reads`), per cycle.
+pub async fn steady(
+    client: &Client,
+    op: &Process,
+    args: &Args,
+    reads: impl Fn(&Process) -> f64,
+    result: &mut Operator,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let window = args.cycle.mul_f64(1.15);
+    let ((w0, l0), r0) = (cluster::apiserver_writes(client).await?, reads(op));
+    tokio::time::sleep(window).await;
+    let ((w1, l1), r1) = (cluster::apiserver_writes(client).await?, reads(op));
+    let per_cycle = args.cycle.as_secs_f64() / window.as_secs_f64();
+    result.steady_writes_per_cycle = (w1 - w0) * per_cycle;
+    result.steady_lease_writes_per_cycle = (l1 - l0) * per_cycle;
+    result.backend_reads_per_cycle = (r1 - r0) * per_cycle;
+    Ok(())
+}
+
+/// Fills the propagation figures from latency samples (milliseconds).
+pub fn propagation(result: &mut Operator, mut samples: Vec<f64>) {
+    result.propagation_samples = samples.len();
+    result.propagation_p50_ms = cluster::percentile(&mut samples, 0.50);
+    result.propagation_p99_ms = cluster::percentile(&mut samples, 0.99);
+}
