@@ -345,24 +345,29 @@ async fn stores_need_exactly_one_provider() {
 fn kubectl_explain_prints_the_field_docs() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async { install_crds(&client().await).await });
-    let out = kubectl()
-        .args(["explain", "secretref.spec.secrets"])
-        .output()
-        .expect("kubectl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    // A new CRD reaches the published OpenAPI (what explain reads) a few seconds after it is
+    // Established, so a fresh control plane needs a moment.
+    let explain = |path: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = kubectl().args(["explain", path]).output().expect("kubectl runs");
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    };
+    let text = explain("secretref.spec.secrets");
     assert!(text.contains("later secret wins"), "{text}");
     assert!(text.contains("optional"), "{text}");
-    let out = kubectl()
-        .args(["explain", "sref.spec.target.creationPolicy"])
-        .output()
-        .expect("kubectl runs");
-    let text = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let text = explain("sref.spec.target.creationPolicy");
     assert!(text.contains("refuse a Secret someone else made"), "{text}");
 }
