@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, caches of the stores, the event recorder, the hash
+//! What every reconcile shares: the client, caches of the stores, the Event publisher, the hash
 //! key and the per-object backoff.
 
 use std::{
@@ -9,11 +9,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Secret;
 
-use kube::{
-    Client,
-    api::PartialObjectMeta,
-    runtime::{events::Recorder, reflector::Store},
-};
+use kube::{Client, api::PartialObjectMeta, runtime::reflector::Store};
 
 use crate::{
     api::{ClusterSecretStore, SecretStore},
@@ -23,7 +19,7 @@ use crate::{
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: super::events::Publisher,
     pub hash_key: HashKey,
     pub secret_stores: Store<SecretStore>,
     pub cluster_stores: Store<ClusterSecretStore>,

@@ -2,6 +2,7 @@
 //! sharing one [`Context`].
 
 mod context;
+mod events;
 mod hash_key;
 mod index;
 mod leader;

@@ -5,17 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use futures::future::try_join_all;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
-use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-    },
-};
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument, warn};
 
 use super::{
     context::Context,
+    events::EventType,
     resolve, rollout,
     status::{self, Synced},
     target,
@@ -37,7 +32,7 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     let api: Api<SecretRef> = Api::namespaced(ctx.client.clone(), &namespace);
     let started = std::time::Instant::now();
     // The status we wrote last is newer than the cached object's until the watch catches up.
-    let previous = ctx.statuses.get(&key(&sr)).or_else(|| sr.status.clone());
+    let previous = ctx.statuses.current(&key(&sr), sr.status.as_ref());
     let outcome = sync(&sr, &ctx, previous.as_ref()).await;
     let reason = match &outcome {
         Ok(_) => Reason::Synced,
@@ -69,7 +64,7 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
             Err(e) => warn!(error = %e, "status not written"),
         }
     }
-    publish_events(&sr, &ctx, &outcome, previous_reason.as_deref()).await;
+    publish_events(&sr, &ctx, &outcome, previous_reason.as_deref());
     match outcome {
         Ok(_) => {
             ctx.backoff.reset(&key(&sr));
@@ -141,7 +136,7 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
                 "keys that are not environment variable names (envFrom skips them): {}",
                 merged.not_env_keys.join(", ")
             );
-            publish(ctx, sr, EventType::Warning, Reason::InvalidKeys.as_str(), note).await;
+            publish(ctx, sr, EventType::Warning, Reason::InvalidKeys.as_str(), note);
         }
     }
     // Restart only on a real change of data: never for the first sync, a no-op resync, an
@@ -150,7 +145,7 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
         let at = jiff::Timestamp::now().to_string();
         let failures = rollout::restart(&ctx.client, &namespace, &sr.spec.rollout_restart, &at).await;
         for failure in failures {
-            publish(ctx, sr, EventType::Warning, "RolloutRestartFailed", failure).await;
+            publish(ctx, sr, EventType::Warning, "RolloutRestartFailed", failure);
         }
     }
     let read = merged.sources.iter().filter(|s| s.version.is_some()).count();
@@ -204,7 +199,7 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 /// An Event on each real change and each new failure reason, never on a no-op resync.
-async fn publish_events(
+fn publish_events(
     sr: &SecretRef,
     ctx: &Context,
     outcome: &Result<Synced, SyncError>,
@@ -215,28 +210,15 @@ async fn publish_events(
             // Repeats of an Event are folded into a series that keeps the first note, so the
             // note says what stays true; the status message has the details.
             let note = format!("Secret {:?} is in step with its store", sr.target_name());
-            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), note).await;
+            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), note);
         }
         Err(e) if previous_reason != Some(e.reason().as_str()) => {
-            publish(ctx, sr, EventType::Warning, e.reason().as_str(), e.to_string()).await;
+            publish(ctx, sr, EventType::Warning, e.reason().as_str(), e.to_string());
         }
         _ => {}
     }
 }
 
-/// Publishes an Event off the sync's critical path (an Event is a report, not a step).
-async fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(note),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    let (recorder, reference) = (ctx.recorder.clone(), sr.object_ref(&()));
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(error = %e, "event not published");
-        }
-    });
+fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String) {
+    ctx.events.publish(sr.object_ref(&()), type_, reason, note);
 }

@@ -78,8 +78,18 @@ pub async fn write(api: &Api<SecretRef>, name: &str, status: &SecretRefStatus) -
 pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, SecretRefStatus>>);
 
 impl StatusMemo {
-    pub fn get(&self, key: &str) -> Option<SecretRefStatus> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    /// The newest status of a SecretRef: what we wrote, until the cached object shows it too
+    /// (then the entry is dropped, so the memo only holds writes still in flight).
+    pub fn current(&self, key: &str, cached: Option<&SecretRefStatus>) -> Option<SecretRefStatus> {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match memo.get(key) {
+            Some(written) if Some(written) == cached => {
+                memo.remove(key);
+                cached.cloned()
+            }
+            Some(written) => Some(written.clone()),
+            None => cached.cloned(),
+        }
     }
 
     pub fn set(&self, key: String, status: SecretRefStatus) {

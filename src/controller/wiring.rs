@@ -9,9 +9,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
-        events::{Recorder, Reporter},
-        predicates,
+        Controller, WatchStreamExt, predicates,
         reflector::{self, ObjectRef},
         watcher,
     },
@@ -70,13 +68,7 @@ pub async fn run_controllers(
     let reads = SharedReads::new(args.read_cache_entries, args.read_cache_ttl);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "secretref".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        events: super::events::Publisher::new(client.clone(), std::env::var("POD_NAME").ok()),
         hash_key,
         secret_stores: ss_reader,
         cluster_stores: css_reader,
