@@ -53,30 +53,23 @@ impl std::fmt::Debug for HashKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SecretValue;
-
-    fn data(pairs: &[(&str, &str)]) -> SecretData {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
-            .collect()
-    }
+    use crate::model::secret_data;
 
     #[test]
     fn hash_changes_with_data_and_key_only() {
         let key = HashKey::new(b"k1".to_vec());
-        let a = key.data_hash("Opaque", &data(&[("A", "1")]));
-        assert_eq!(a, key.data_hash("Opaque", &data(&[("A", "1")])));
-        assert_ne!(a, key.data_hash("Opaque", &data(&[("A", "2")])));
-        assert_ne!(a, key.data_hash("Opaque", &data(&[("A", "1"), ("B", "")])));
+        let a = key.data_hash("Opaque", &secret_data(&[("A", "1")]));
+        assert_eq!(a, key.data_hash("Opaque", &secret_data(&[("A", "1")])));
+        assert_ne!(a, key.data_hash("Opaque", &secret_data(&[("A", "2")])));
+        assert_ne!(a, key.data_hash("Opaque", &secret_data(&[("A", "1"), ("B", "")])));
         assert_ne!(
             a,
-            HashKey::new(b"k2".to_vec()).data_hash("Opaque", &data(&[("A", "1")]))
+            HashKey::new(b"k2".to_vec()).data_hash("Opaque", &secret_data(&[("A", "1")]))
         );
         // Length prefixes keep ("AB","") and ("A","B") apart.
         assert_ne!(
-            key.data_hash("Opaque", &data(&[("AB", "")])),
-            key.data_hash("Opaque", &data(&[("A", "B")]))
+            key.data_hash("Opaque", &secret_data(&[("AB", "")])),
+            key.data_hash("Opaque", &secret_data(&[("A", "B")]))
         );
         assert!(a.starts_with("hmac-sha256:") && a.len() == "hmac-sha256:".len() + 64);
     }

@@ -109,6 +109,14 @@ impl From<String> for SecretValue {
 /// The keys and values of one Modal-style secret, or of a merge of several, ordered by key.
 pub type SecretData = BTreeMap<String, SecretValue>;
 
+/// Builds secret data from literal pairs (tests, tools and examples).
+pub fn secret_data(pairs: &[(&str, &str)]) -> SecretData {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

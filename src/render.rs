@@ -87,13 +87,7 @@ fn describe(err: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> SecretData {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
-            .collect()
-    }
+    use crate::model::secret_data;
 
     fn file(key: &str, format: FileFormat, template: Option<&str>) -> FileSpec {
         FileSpec {
@@ -105,7 +99,7 @@ mod tests {
 
     #[test]
     fn dotenv_round_trips_through_a_dotenv_parser() {
-        let input = data(&[
+        let input = secret_data(&[
             ("A", "plain"),
             ("B", "with \"quotes\" and \\ and $HOME"),
             ("C", "line1\nline2"),
@@ -121,7 +115,7 @@ mod tests {
 
     #[test]
     fn json_is_a_flat_object() {
-        let text = json(&data(&[("B", "2"), ("A", "1\"")]));
+        let text = json(&secret_data(&[("B", "2"), ("A", "1\"")]));
         assert_eq!(text, r#"{"A":"1\"","B":"2"}"#);
     }
 
@@ -129,7 +123,7 @@ mod tests {
     fn templates_see_every_key() {
         let out = render_files(
             &[file("c.yaml", FileFormat::Template, Some("k: {{ STRIPE_KEY }}"))],
-            &data(&[("STRIPE_KEY", "sk")]),
+            &secret_data(&[("STRIPE_KEY", "sk")]),
         )
         .expect("renders");
         assert_eq!(out["c.yaml"].expose(), "k: sk");
@@ -137,7 +131,7 @@ mod tests {
 
     #[test]
     fn template_errors_name_the_file_not_the_values() {
-        let values = data(&[("SECRET", "hunter2")]);
+        let values = secret_data(&[("SECRET", "hunter2")]);
         let err = render_files(
             &[file("c", FileFormat::Template, Some("{{ SECRET }} {{ MISSING }}"))],
             &values,

@@ -124,28 +124,24 @@ impl SecretBackend for MemoryBackend {
 mod tests {
     use super::*;
     use crate::model::SecretValue;
-
-    fn data(pairs: &[(&str, &str)]) -> SecretData {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
-            .collect()
-    }
+    use crate::model::secret_data;
 
     /// The contract every backend keeps, on the in-memory one.
     #[tokio::test]
     async fn backend_contract() {
         let b = MemoryBackend::new();
-        b.create("main", "a", data(&[("K", "1")])).await.expect("create");
+        b.create("main", "a", secret_data(&[("K", "1")])).await.expect("create");
         assert!(matches!(
-            b.create("main", "a", data(&[])).await,
+            b.create("main", "a", secret_data(&[])).await,
             Err(BackendError::AlreadyExists { .. })
         ));
-        b.create("prod", "a", data(&[("K", "2")]))
+        b.create("prod", "a", secret_data(&[("K", "2")]))
             .await
             .expect("environments are apart");
         let v1 = b.get("main", "a").await.expect("get").expect("exists").version;
-        b.replace("main", "a", data(&[("J", "3")])).await.expect("replace");
+        b.replace("main", "a", secret_data(&[("J", "3")]))
+            .await
+            .expect("replace");
         let replaced = b.get("main", "a").await.expect("get").expect("exists");
         assert_ne!(replaced.version, v1, "a write changes the version");
         assert_eq!(
@@ -175,10 +171,10 @@ mod tests {
     #[tokio::test]
     async fn merge_reads_through_the_trait() {
         let b: std::sync::Arc<dyn SecretBackend> = std::sync::Arc::new(MemoryBackend::new());
-        b.create("main", "a", data(&[("X", "a"), ("Y", "a")]))
+        b.create("main", "a", secret_data(&[("X", "a"), ("Y", "a")]))
             .await
             .expect("create");
-        b.create("main", "b", data(&[("Y", "b")])).await.expect("create");
+        b.create("main", "b", secret_data(&[("Y", "b")])).await.expect("create");
         let spec: crate::api::SecretRefSpec =
             serde_json::from_value(serde_json::json!({ "secrets": [{ "name": "a" }, { "name": "b" }] })).expect("spec");
         let reads = vec![

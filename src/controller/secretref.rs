@@ -199,12 +199,7 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 }
 
 /// An Event on each real change and each new failure reason, never on a no-op resync.
-fn publish_events(
-    sr: &SecretRef,
-    ctx: &Context,
-    outcome: &Result<Synced, SyncError>,
-    previous_reason: Option<&str>,
-) {
+fn publish_events(sr: &SecretRef, ctx: &Context, outcome: &Result<Synced, SyncError>, previous_reason: Option<&str>) {
     match outcome {
         Ok(s) if s.wrote || previous_reason != Some(Reason::Synced.as_str()) => {
             // Repeats of an Event are folded into a series that keeps the first note, so the

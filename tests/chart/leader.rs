@@ -10,10 +10,7 @@ use k8s_openapi::api::{
     core::v1::Secret,
 };
 use kube::{Api, api::PostParams};
-use secretref::{
-    backend::SecretBackend,
-    model::{SecretData, SecretValue},
-};
+use secretref::{backend::SecretBackend, model::secret_data};
 use serde_json::json;
 
 use crate::{
@@ -22,13 +19,6 @@ use crate::{
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn data(pairs: &[(&str, &str)]) -> SecretData {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
-        .collect()
-}
 
 async fn target(release: &Release, ns: &str, name: &str) -> Option<Secret> {
     Api::<Secret>::namespaced(release.client.clone(), ns)
@@ -126,7 +116,7 @@ async fn the_chart_identity_syncs_end_to_end_with_exactly_the_reviewed_permissio
 
     let canary = format!("chart-canary-{}", std::process::id());
     store
-        .replace("main", "api", data(&[("API_KEY", &canary)]))
+        .replace("main", "api", secret_data(&[("API_KEY", &canary)]))
         .await
         .expect("store");
     let deployments: Api<Deployment> = Api::namespaced(release.client.clone(), &app.name);
@@ -164,7 +154,7 @@ async fn the_chart_identity_syncs_end_to_end_with_exactly_the_reviewed_permissio
     }
     wait_value(&release, &app.name, "web", "API_KEY", &canary).await;
     store
-        .replace("main", "api", data(&[("API_KEY", "rotated")]))
+        .replace("main", "api", secret_data(&[("API_KEY", "rotated")]))
         .await
         .expect("store");
     wait_value(&release, &app.name, "web", "API_KEY", "rotated").await;
@@ -204,7 +194,7 @@ async fn two_replicas_elect_one_leader_and_fail_over_without_lost_or_doubled_syn
     let release = Release::install("chart-ha").await;
     let (app, store) = (&release.app, &release.store);
     store
-        .replace("main", "db", data(&[("URL", "one")]))
+        .replace("main", "db", secret_data(&[("URL", "one")]))
         .await
         .expect("store");
 
@@ -238,7 +228,7 @@ async fn two_replicas_elect_one_leader_and_fail_over_without_lost_or_doubled_syn
     let killed_at = std::time::Instant::now();
     first.signal("-KILL");
     store
-        .replace("main", "db", data(&[("URL", "two")]))
+        .replace("main", "db", secret_data(&[("URL", "two")]))
         .await
         .expect("store");
     wait_leading(&second).await;

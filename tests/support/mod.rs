@@ -134,20 +134,28 @@ impl Drop for TestNamespace {
             return;
         }
         let name = self.name.clone();
-        // Drop cannot await, and the test's runtime is blocked here: delete from a thread with
-        // a runtime (and client) of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let api: Api<Namespace> = Api::all(client().await);
-                let _ = api.delete(&name, &DeleteParams::background()).await;
-            });
-        })
-        .join();
+        cleanup(|client| async move {
+            let api: Api<Namespace> = Api::all(client);
+            let _ = api.delete(&name, &DeleteParams::background()).await;
+        });
     }
+}
+
+/// Runs an async clean-up from `Drop`, which cannot await while the test's runtime is blocked
+/// there: on a thread with a runtime (and a client) of its own.
+fn cleanup<F, Fut>(work: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async { work(client().await).await });
+    })
+    .join();
 }
 
 /// An operator running in-process for one test, scoped to its namespace; stopped on drop.
@@ -295,16 +303,9 @@ pub struct ClusterStoreGuard(pub String);
 impl Drop for ClusterStoreGuard {
     fn drop(&mut self) {
         let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let api: Api<secretref::api::ClusterSecretStore> = Api::all(client().await);
-                let _ = api.delete(&name, &DeleteParams::default()).await;
-            });
-        })
-        .join();
+        cleanup(|client| async move {
+            let api: Api<secretref::api::ClusterSecretStore> = Api::all(client);
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+        });
     }
 }

@@ -10,7 +10,7 @@ use kube::{
 use secretref::{
     api::{SecretRef, condition::find_ready},
     backend::{SecretBackend, kubernetes::KubernetesBackend},
-    model::{SecretData, SecretValue},
+    model::secret_data,
 };
 use serde_json::{Value, json};
 
@@ -60,10 +60,7 @@ impl Fixture {
 
     /// Writes a Modal-style secret to the store, replacing it whole.
     pub async fn put(&self, environment: &str, name: &str, pairs: &[(&str, &str)]) {
-        let data: SecretData = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
-            .collect();
+        let data = secret_data(pairs);
         self.store.replace(environment, name, data).await.expect("store write");
     }
 
