@@ -43,8 +43,9 @@ pub async fn run(command: SecretCommand) -> anyhow::Result<()> {
                 })?;
             }
             println!(
-                "{} secret {name:?} with {keys} keys in environment {env:?} of {store}",
-                if force { "Saved" } else { "Created" }
+                "{} secret {name:?} with {keys} key{} in environment {env:?} of {store}",
+                if force { "Saved" } else { "Created" },
+                if keys == 1 { "" } else { "s" }
             );
         }
         SecretCommand::List { json, target } => {
