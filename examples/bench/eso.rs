@@ -231,19 +231,13 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
     Ok(samples)
 }
 
-pub async fn settled_rss(client: &Client, args: &Args) -> anyhow::Result<u64> {
-    let _ = client;
+pub async fn settled_rss(args: &Args) -> anyhow::Result<u64> {
     let op = spawn(args, "eso-settled")?;
-    let n = args.refs as f64;
-    wait_until(
-        Duration::from_secs(1800),
-        Duration::from_millis(500),
-        "a full ESO resync",
-        || async { op.metric_sum("controller_runtime_reconcile_total", &["controller=\"externalsecret\""]) >= n },
+    measure::settled_rss(
+        op,
+        args,
+        "controller_runtime_reconcile_total",
+        &["controller=\"externalsecret\""],
     )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = op.peak_rss();
-    op.stop().await;
-    Ok(rss)
+    .await
 }

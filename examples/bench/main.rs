@@ -80,11 +80,11 @@ async fn main() -> anyhow::Result<()> {
 
     cluster::seed_store(&client, args.store_secrets).await?;
     let mut ours = secretref::run(&client, &args).await?;
-    ours.settled_rss_bytes = secretref::settled_rss(&client, &args).await?;
+    ours.settled_rss_bytes = secretref::settled_rss(&args).await?;
     report.secretref = Some(ours);
     if args.peer_eso {
         let mut peer = eso::run(&client, &args).await?;
-        peer.settled_rss_bytes = eso::settled_rss(&client, &args).await?;
+        peer.settled_rss_bytes = eso::settled_rss(&args).await?;
         report.eso = Some(peer);
     }
     // Unrelated Secrets last: they stay in the cluster for the RSS-with-unrelated runs only.
@@ -92,10 +92,10 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("bench: creating {} unrelated Secrets", args.unrelated);
         cluster::create_unrelated(&client, args.unrelated, args.concurrency).await?;
         if let Some(r) = report.secretref.as_mut() {
-            r.peak_rss_bytes_with_unrelated = Some(secretref::settled_rss(&client, &args).await?);
+            r.peak_rss_bytes_with_unrelated = Some(secretref::settled_rss(&args).await?);
         }
         if let Some(r) = report.eso.as_mut() {
-            r.peak_rss_bytes_with_unrelated = Some(eso::settled_rss(&client, &args).await?);
+            r.peak_rss_bytes_with_unrelated = Some(eso::settled_rss(&args).await?);
         }
     }
     report.write(&args.json)?;

@@ -114,3 +114,20 @@ pub fn propagation(result: &mut Operator, mut samples: Vec<f64>) {
     result.propagation_p50_ms = cluster::percentile(&mut samples, 0.50);
     result.propagation_p99_ms = cluster::percentile(&mut samples, 0.99);
 }
+
+/// Peak RSS of a freshly started operator once it has reconciled all N objects once (the
+/// `reconciled` metric with `labels` reaches N) and settled for five seconds.
+pub async fn settled_rss(op: Process, args: &Args, reconciled: &str, labels: &[&str]) -> anyhow::Result<u64> {
+    let n = args.refs as f64;
+    wait_until(
+        Duration::from_secs(1800),
+        Duration::from_millis(500),
+        "a full resync",
+        || async { op.metric_sum(reconciled, labels) >= n },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = op.peak_rss();
+    op.stop().await;
+    Ok(rss)
+}

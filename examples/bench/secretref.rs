@@ -153,20 +153,8 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
 }
 
 /// Peak RSS of a freshly started operator once it has resynced every SecretRef and settled.
-pub async fn settled_rss(client: &Client, args: &Args) -> anyhow::Result<u64> {
-    let _ = client;
+pub async fn settled_rss(args: &Args) -> anyhow::Result<u64> {
     let op = spawn(args, "secretref-settled")?;
     wait_leading(&op).await?;
-    let n = args.refs as f64;
-    wait_until(
-        Duration::from_secs(1800),
-        Duration::from_millis(500),
-        "a full resync",
-        || async { op.metric_sum("secretref_reconciles_total", &["kind=\"SecretRef\""]) >= n },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = op.peak_rss();
-    op.stop().await;
-    Ok(rss)
+    measure::settled_rss(op, args, "secretref_reconciles_total", &["kind=\"SecretRef\""]).await
 }
