@@ -1,6 +1,9 @@
 //! Cluster-side helpers: namespaces, bulk creates, the store, API server write counts.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -168,6 +171,52 @@ pub async fn apiserver_writes(client: &Client) -> anyhow::Result<(f64, f64)> {
         }
     }
     Ok((writes, leases))
+}
+
+/// Requests the API server has served so far, by "VERB resource[/subresource]", with the
+/// seconds it spent on them (the sum of its request-duration histogram).
+pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client
+        .request_text(request)
+        .await
+        .context("reading the API server's /metrics")?;
+    let label = |line: &str, name: &str| -> String {
+        let key = format!("{name}=\"");
+        line.split_once(&key)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(v, _)| v.to_string())
+            .unwrap_or_default()
+    };
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let count = line.starts_with("apiserver_request_total{");
+        let seconds = line.starts_with("apiserver_request_duration_seconds_sum{");
+        if !count && !seconds {
+            continue;
+        }
+        let mut key = format!("{} {}", label(line, "verb"), label(line, "resource"));
+        let sub = label(line, "subresource");
+        if !sub.is_empty() {
+            key = format!("{key}/{sub}");
+        }
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let entry = out.entry(key).or_default();
+        if count {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    Ok(out)
+}
+
+/// A CPU profile of kube-apiserver over `seconds` (pprof format), for `go tool pprof`.
+pub async fn apiserver_cpu_profile(client: &Client, seconds: u64) -> anyhow::Result<Vec<u8>> {
+    let request =
+        http::Request::get(format!("/debug/pprof/profile?seconds={seconds}")).body(kube::client::Body::empty())?;
+    let response = client.send(request).await.context("profiling kube-apiserver")?;
+    Ok(response.into_body().collect_bytes().await?.to_vec())
 }
 
 /// The `q`-quantile (0..=1) of `samples`, nearest rank.

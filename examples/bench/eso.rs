@@ -153,7 +153,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         NS,
     );
     let cycle = format!("{}s", args.cycle.as_secs());
-    let mut result = measure::cold_sync("eso", &op, args, ready, |i| {
+    let mut result = measure::cold_sync(client, "eso", &op, args, ready, |i| {
         let key = object_name("main", &cluster::store_secret(i % args.store_secrets));
         let manifest = serde_json::json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",

@@ -7,7 +7,7 @@
 //!   in steady state, and store-change propagation latency (p50, p99).
 //!
 //! Usage: `bench --refs N [--store-secrets M] [--unrelated K] [--peer eso] [--concurrency C]
-//! [--cycle SECONDS] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
+//! [--cycle SECONDS] [--profile-dir DIR] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
 //! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder) set by scripts/bench.
 
 mod cluster;
@@ -30,6 +30,8 @@ pub struct Args {
     pub concurrency: usize,
     pub cycle: Duration,
     pub json: PathBuf,
+    /// Where to write a kube-apiserver CPU profile of each cold sync (`go tool pprof -top`).
+    pub profile_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -41,6 +43,7 @@ fn parse_args() -> anyhow::Result<Args> {
         concurrency: 16,
         cycle: Duration::from_secs(30),
         json: PathBuf::from("bench.json"),
+        profile_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +55,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--concurrency" => args.concurrency = value()?.parse().context("--concurrency")?,
             "--cycle" => args.cycle = Duration::from_secs(value()?.parse().context("--cycle")?),
             "--json" => args.json = PathBuf::from(value()?),
+            "--profile-dir" => args.profile_dir = Some(PathBuf::from(value()?)),
             "--peer" => match value()?.as_str() {
                 "eso" => args.peer_eso = true,
                 other => bail!("unknown peer {other:?} (only eso)"),

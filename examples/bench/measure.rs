@@ -18,8 +18,11 @@ use crate::{
     Args,
     cluster::{self, wait_until},
     operator::{Process, control_plane_cpu},
-    report::Operator,
+    report::{Operator, RequestCost},
 };
+
+/// How long the optional kube-apiserver CPU profile of a cold sync runs (from its start).
+const PROFILE_SECONDS: u64 = 20;
 
 /// Names of the objects of `kind` in `namespace` whose Ready condition is True, kept up to date
 /// by a watch.
@@ -45,8 +48,10 @@ pub fn track_ready(client: &Client, gvk: &GroupVersionKind, namespace: &str) -> 
 }
 
 /// Creates the N objects with `create` (at the benchmark's concurrency) and times it until all
-/// are Ready, with the CPU each party spent meanwhile.
+/// are Ready, with the CPU each party spent meanwhile, the API server's requests per object by
+/// verb and resource, and (with `--profile-dir`) a CPU profile of kube-apiserver.
 pub async fn cold_sync<F, Fut>(
+    client: &Client,
     name: &str,
     op: &Process,
     args: &Args,
@@ -59,6 +64,23 @@ where
 {
     eprintln!("bench: {name} cold sync of {} objects", args.refs);
     let (op_cpu, (api_cpu, etcd_cpu)) = (op.cpu_seconds(), control_plane_cpu());
+    let requests_before = cluster::apiserver_requests(client).await?;
+    let profile = args.profile_dir.clone().map(|dir| {
+        let client = client.clone();
+        let file = dir.join(format!("{name}-apiserver.pprof"));
+        tokio::spawn(async move {
+            let written = async {
+                let bytes = cluster::apiserver_cpu_profile(&client, PROFILE_SECONDS).await?;
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(&file, bytes)?;
+                anyhow::Ok(())
+            };
+            match written.await {
+                Ok(()) => eprintln!("bench: kube-apiserver CPU profile in {}", file.display()),
+                Err(e) => eprintln!("bench: no kube-apiserver CPU profile: {e:#}"),
+            }
+        })
+    });
     let started = Instant::now();
     cluster::create_all(args.refs, args.concurrency, create).await?;
     let n = args.refs;
@@ -71,7 +93,23 @@ where
     .await?;
     let cold = started.elapsed();
     let (api_now, etcd_now) = control_plane_cpu();
+    let requests_after = cluster::apiserver_requests(client).await?;
+    let cold_sync_requests_per_object = requests_after
+        .iter()
+        .filter_map(|(key, (count, seconds))| {
+            let (count0, seconds0) = requests_before.get(key).copied().unwrap_or_default();
+            let cost = RequestCost {
+                per_object: (count - count0) / n as f64,
+                apiserver_seconds: seconds - seconds0,
+            };
+            (cost.per_object >= 0.01).then(|| (key.clone(), cost))
+        })
+        .collect();
+    if let Some(profile) = profile {
+        let _ = profile.await;
+    }
     let result = Operator {
+        cold_sync_requests_per_object,
         cold_sync_seconds: cold.as_secs_f64(),
         cold_sync_per_s: args.refs as f64 / cold.as_secs_f64(),
         peak_rss_bytes: op.peak_rss(),

@@ -13,6 +13,9 @@ pub struct Operator {
     pub cold_sync_cpu_seconds_operator: f64,
     pub cold_sync_cpu_seconds_apiserver: f64,
     pub cold_sync_cpu_seconds_etcd: f64,
+    /// The API server's requests during the cold sync, per object, by "VERB resource", and
+    /// the seconds it spent serving them: what each object cost it.
+    pub cold_sync_requests_per_object: std::collections::BTreeMap<String, RequestCost>,
     pub peak_rss_bytes: u64,
     /// Peak RSS of a fresh process after it resynced everything (no creation burst), without
     /// and then with the unrelated Secrets: the like-for-like pair.
@@ -25,6 +28,12 @@ pub struct Operator {
     pub propagation_p50_ms: f64,
     pub propagation_p99_ms: f64,
     pub propagation_samples: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct RequestCost {
+    pub per_object: f64,
+    pub apiserver_seconds: f64,
 }
 
 /// Reads one figure of an operator's results (`None`: not measured).

@@ -84,7 +84,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         NS,
     );
     let cycle = format!("{}s", args.cycle.as_secs());
-    let mut result = measure::cold_sync("secretref", &op, args, ready, |i| {
+    let mut result = measure::cold_sync(client, "secretref", &op, args, ready, |i| {
         let spec = serde_json::json!({
             "storeRef": { "name": "bench" },
             "secrets": [{ "name": cluster::store_secret(i % args.store_secrets) }],
