@@ -38,6 +38,7 @@ pub struct Metrics {
     pub backend_read_duration: Histogram,
     pub sync_failures: Family<ReasonLabels, Counter>,
     pub target_writes: Counter,
+    pub events_dropped: Counter,
     pub managed_secrets: Gauge,
     pub leader: Gauge,
 }
@@ -59,6 +60,7 @@ impl Default for Metrics {
         let backend_read_duration = Histogram::new(buckets());
         let sync_failures = Family::<ReasonLabels, Counter>::default();
         let target_writes = Counter::default();
+        let events_dropped = Counter::default();
         let managed_secrets = Gauge::default();
         let leader = Gauge::default();
         registry.register(
@@ -92,6 +94,11 @@ impl Default for Metrics {
             target_writes.clone(),
         );
         registry.register(
+            "events_dropped",
+            "Events not published because the queue of Events to send was full",
+            events_dropped.clone(),
+        );
+        registry.register(
             "managed_secrets",
             "Secrets labelled as managed by secretref in the watched scope",
             managed_secrets.clone(),
@@ -109,6 +116,7 @@ impl Default for Metrics {
             backend_read_duration,
             sync_failures,
             target_writes,
+            events_dropped,
             managed_secrets,
             leader,
         }

@@ -7,9 +7,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Secret;
-
-use kube::{Client, api::PartialObjectMeta, runtime::reflector::Store};
+use kube::{Client, runtime::reflector::Store};
 
 use crate::{
     api::{ClusterSecretStore, SecretStore},
@@ -27,8 +25,8 @@ pub struct Context {
     pub stores_synced: [tokio::sync::watch::Receiver<bool>; 2],
     pub backoff: Backoff,
     pub metrics: Arc<Metrics>,
-    /// Metadata of the Secrets labelled as ours (for the managed-Secrets gauge only).
-    pub targets: Store<PartialObjectMeta<Secret>>,
+    /// The resourceVersion of each Secret labelled as ours.
+    pub targets: super::watched::TargetVersions,
     /// Backend reads shared by all SecretRefs.
     pub reads: super::reads::SharedReads,
     /// Cache lifetime of a shared read when a SecretRef's refresh interval is 0.

@@ -2,7 +2,13 @@
 //! failure reason, so it needs no client-side de-duplication: each Event is one create, and
 //! nothing is cached (kube's `Recorder` keeps every Event it sent for minutes, which at tens of
 //! thousands of SecretRefs is most of the operator's memory).
+//!
+//! Events go through a bounded queue to a few senders, like client-go's broadcaster: a burst
+//! (a store change used by thousands of SecretRefs) neither holds thousands of requests in
+//! memory nor competes with the target writes for the API server; when the queue is full an
+//! Event is dropped and counted, never the sync.
 
+use futures::StreamExt;
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
     apimachinery::pkg::apis::meta::v1::MicroTime,
@@ -11,6 +17,8 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
 use tracing::warn;
 
 #[derive(Clone, Debug, Copy, PartialEq, Eq)]
@@ -19,9 +27,15 @@ pub enum EventType {
     Warning,
 }
 
+/// Events waiting to be sent, at most; more are dropped.
+const QUEUE: usize = 1024;
+/// Events sent at once.
+const SENDERS: usize = 4;
+
 #[derive(Clone)]
 pub struct Publisher {
-    client: Client,
+    queue: mpsc::Sender<(String, Event)>,
+    dropped: Counter,
     instance: String,
 }
 
@@ -35,14 +49,28 @@ impl std::fmt::Debug for Publisher {
 pub const CONTROLLER: &str = "secretref";
 
 impl Publisher {
-    pub fn new(client: Client, instance: Option<String>) -> Self {
+    /// Starts the senders (they stop when every Publisher is dropped).
+    pub fn start(client: Client, instance: Option<String>, dropped: Counter) -> Self {
+        let (queue, pending) = mpsc::channel::<(String, Event)>(QUEUE);
+        tokio::spawn(
+            futures::stream::unfold(pending, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+                .for_each_concurrent(SENDERS, move |(namespace, event)| {
+                    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+                    async move {
+                        if let Err(e) = api.create(&PostParams::default(), &event).await {
+                            warn!(error = %e, "event not published");
+                        }
+                    }
+                }),
+        );
         Publisher {
-            client,
+            queue,
+            dropped,
             instance: instance.unwrap_or_else(|| CONTROLLER.to_string()),
         }
     }
 
-    /// Creates the Event in the background: an Event is a report, not a step of the sync.
+    /// Queues the Event: an Event is a report, not a step of the sync.
     pub fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
         let Some(namespace) = regarding.namespace.clone() else {
             return;
@@ -68,11 +96,8 @@ impl Publisher {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        tokio::spawn(async move {
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
-                warn!(error = %e, "event not published");
-            }
-        });
+        if self.queue.try_send((namespace, event)).is_err() {
+            self.dropped.inc();
+        }
     }
 }

@@ -3,11 +3,15 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, RwLock},
+    sync::Arc,
 };
 
-use kube::runtime::{reflector::ObjectRef, watcher};
+use kube::{
+    ResourceExt,
+    runtime::{reflector::ObjectRef, watcher},
+};
 
+use super::watched::{Follow, Watched};
 use crate::api::SecretRef;
 
 #[derive(Debug, Default)]
@@ -16,8 +20,33 @@ struct Maps {
     by_ref: HashMap<ObjectRef<SecretRef>, Vec<String>>,
 }
 
+/// A reference by namespace and name only (no resourceVersion or uid to keep).
+fn object_ref(sr: &SecretRef) -> ObjectRef<SecretRef> {
+    let r = ObjectRef::new(&sr.name_any());
+    match sr.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
+impl Follow<SecretRef> for Maps {
+    fn insert(&mut self, sr: &SecretRef) {
+        let r = object_ref(sr);
+        self.remove_ref(&r);
+        let names: Vec<String> = sr.spec.secrets.iter().map(|s| s.name.clone()).collect();
+        for name in &names {
+            self.by_secret.entry(name.clone()).or_default().insert(r.clone());
+        }
+        self.by_ref.insert(r, names);
+    }
+
+    fn remove(&mut self, sr: &SecretRef) {
+        self.remove_ref(&object_ref(sr));
+    }
+}
+
 impl Maps {
-    fn remove(&mut self, r: &ObjectRef<SecretRef>) {
+    fn remove_ref(&mut self, r: &ObjectRef<SecretRef>) {
         for name in self.by_ref.remove(r).unwrap_or_default() {
             if let Some(set) = self.by_secret.get_mut(&name) {
                 set.remove(r);
@@ -27,58 +56,26 @@ impl Maps {
             }
         }
     }
-
-    fn insert(&mut self, sr: &SecretRef) {
-        let r = ObjectRef::from_obj(sr);
-        self.remove(&r);
-        let names: Vec<String> = sr.spec.secrets.iter().map(|s| s.name.clone()).collect();
-        for name in &names {
-            self.by_secret.entry(name.clone()).or_default().insert(r.clone());
-        }
-        self.by_ref.insert(r, names);
-    }
 }
 
 /// The index, shared between the watch that feeds it and the mappers that read it.
 #[derive(Clone, Debug, Default)]
-pub struct SecretIndex {
-    live: Arc<RwLock<Maps>>,
-    /// Built during a re-list, swapped in when it completes.
-    pending: Arc<RwLock<Option<Maps>>>,
-}
+pub struct SecretIndex(Arc<Watched<Maps>>);
 
 impl SecretIndex {
     /// Applies one watcher event.
     pub fn apply(&self, event: &watcher::Event<SecretRef>) {
-        match event {
-            watcher::Event::Apply(sr) => self.live.write().unwrap_or_else(|p| p.into_inner()).insert(sr),
-            watcher::Event::Delete(sr) => {
-                self.live
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&ObjectRef::from_obj(sr));
-            }
-            watcher::Event::Init => *self.pending.write().unwrap_or_else(|p| p.into_inner()) = Some(Maps::default()),
-            watcher::Event::InitApply(sr) => {
-                if let Some(m) = self.pending.write().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                    m.insert(sr);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(m) = self.pending.write().unwrap_or_else(|p| p.into_inner()).take() {
-                    *self.live.write().unwrap_or_else(|p| p.into_inner()) = m;
-                }
-            }
-        }
+        self.0.apply(event);
     }
 
     /// The SecretRefs that name `secret`.
     pub fn users(&self, secret: &str) -> Vec<ObjectRef<SecretRef>> {
-        let maps = self.live.read().unwrap_or_else(|p| p.into_inner());
-        maps.by_secret
-            .get(secret)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default()
+        self.0.read(|maps| {
+            maps.by_secret
+                .get(secret)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default()
+        })
     }
 }
 

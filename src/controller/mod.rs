@@ -13,6 +13,7 @@ mod secretref;
 mod status;
 mod store;
 mod target;
+mod watched;
 mod wiring;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};

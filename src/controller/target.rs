@@ -5,10 +5,10 @@ use std::{collections::HashMap, sync::Mutex};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{PartialObjectMeta, Patch, PatchParams},
-    runtime::reflector::{ObjectRef, Store},
+    api::{Patch, PatchParams},
 };
 
+use super::watched::TargetVersions;
 use crate::{
     api::{CreationPolicy, SecretRef},
     desired::{DATA_HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL, desired_secret, target_labels},
@@ -110,7 +110,7 @@ fn fingerprint(desired: &Secret) -> u64 {
 /// producing is noticed (the hash changes) and dropped by the apply.
 pub async fn apply(
     api: &Api<Secret>,
-    targets: &Store<PartialObjectMeta<Secret>>,
+    targets: &TargetVersions,
     memo: &WriteMemo,
     sr: &SecretRef,
     data: &SecretData,
@@ -121,9 +121,7 @@ pub async fn apply(
     let key = (namespace.clone(), target.clone());
     let desired = desired_secret(sr, data, data_hash);
     let print = fingerprint(&desired);
-    let current_version = targets
-        .get(&ObjectRef::new(&target).within(&namespace))
-        .and_then(|m| m.resource_version());
+    let current_version = targets.get(&namespace, &target);
     if let (Some(version), Some((written, written_print))) = (current_version, memo.get(&key))
         && version == written
         && written_print == print

@@ -18,6 +18,7 @@ use tracing::info;
 
 use super::{
     Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs, index::SecretIndex, reads::SharedReads, secretref, store,
+    watched::TargetVersions,
 };
 use crate::{
     api::{ClusterSecretStore, SecretRef, SecretStore},
@@ -50,16 +51,22 @@ pub async fn run_controllers(
         };
     let css_api: Api<ClusterSecretStore> = Api::all(client.clone());
 
-    // Targets are watched metadata-only and label-filtered: never a cache of every Secret.
-    // The metadata cache only feeds the managed-Secrets gauge.
-    let (targets_reader, targets_writer) = reflector::store();
+    // Targets are watched metadata-only and label-filtered: never a cache of every Secret, and
+    // of ours only the resourceVersion is kept.
+    let target_versions = TargetVersions::default();
     let targets = watcher(
         target_api,
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
-    .modify(drop_managed_fields)
-    .reflect(targets_writer)
+    .inspect({
+        let versions = target_versions.clone();
+        move |event| {
+            if let Ok(event) = event {
+                versions.apply(event);
+            }
+        }
+    })
     .touched_objects();
     let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone());
     let (css_stream, css_reader, css_synced) = cached(css_api.clone());
@@ -68,14 +75,18 @@ pub async fn run_controllers(
     let reads = SharedReads::new(args.read_cache_entries, args.read_cache_ttl);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        events: super::events::Publisher::new(client.clone(), std::env::var("POD_NAME").ok()),
+        events: super::events::Publisher::start(
+            client.clone(),
+            std::env::var("POD_NAME").ok(),
+            metrics.events_dropped.clone(),
+        ),
         hash_key,
         secret_stores: ss_reader,
         cluster_stores: css_reader,
         stores_synced: [ss_synced, css_synced],
         backoff: Backoff::default(),
         metrics,
-        targets: targets_reader.clone(),
+        targets: target_versions,
         reads: reads.clone(),
         read_ttl: args.read_cache_ttl,
         written: Default::default(),
@@ -87,7 +98,7 @@ pub async fn run_controllers(
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
     let spec_changes = watcher(sr_api, watcher::Config::default())
         .default_backoff()
-        .modify(drop_managed_fields)
+        .modify(slim)
         .reflect(sr_writer)
         .inspect({
             let index = index.clone();
@@ -194,7 +205,7 @@ where
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(drop_managed_fields)
+        .modify(slim)
         .reflect(writer)
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -217,7 +228,10 @@ fn spec_or_force_sync(sr: &SecretRef) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Cached objects do not need their managedFields (often the larger half of the metadata).
-fn drop_managed_fields<K: ResourceExt>(obj: &mut K) {
+/// What cached objects never need: their managedFields (often the larger half of the
+/// metadata) and kubectl's copy of the whole last-applied object.
+fn slim<K: ResourceExt>(obj: &mut K) {
     obj.managed_fields_mut().clear();
+    obj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
