@@ -90,8 +90,22 @@ pub async fn raw_create_rate(client: &Client, count: usize, concurrency: usize) 
         }
     })
     .await?;
-    delete_namespace(client, "bench-raw").await;
+    delete_namespace_and_wait(client, "bench-raw").await?;
     Ok(count as f64 / took.as_secs_f64())
+}
+
+/// Deletes a namespace and waits until it is gone, so that its objects' deletion does not
+/// load the API server during the next measurement.
+pub async fn delete_namespace_and_wait(client: &Client, name: &str) -> anyhow::Result<()> {
+    delete_namespace(client, name).await;
+    let api: Api<Namespace> = Api::all(client.clone());
+    wait_until(
+        Duration::from_secs(600),
+        Duration::from_millis(500),
+        &format!("namespace {name} to be deleted"),
+        || async { matches!(api.get_opt(name).await, Ok(None)) },
+    )
+    .await
 }
 
 /// `count` Modal-style secrets `s0..` in environment main of the store namespace.

@@ -1,7 +1,8 @@
 //! The scale benchmark behind `scripts/bench` (not part of the test suite). On a local control
 //! plane of its own it measures, in one run and side by side:
 //! - `limit.raw_create_per_s`: the API server's own rate for creating N Secrets from a tight
-//!   client at the operator's concurrency;
+//!   client at the operator's concurrency (and, for comparison, its rate for creating the N
+//!   SecretRefs alone, with no operator running);
 //! - for secretref (and, with `--peer eso`, External Secrets Operator): cold sync rate, peak
 //!   RSS with and without K unrelated Secrets, backend reads and writes over one refresh cycle
 //!   in steady state, and store-change propagation latency (p50, p99).
@@ -81,6 +82,11 @@ async fn main() -> anyhow::Result<()> {
     );
     report.raw_create_per_s = cluster::raw_create_rate(&client, args.refs, args.concurrency).await?;
     eprintln!("bench: {:.0} Secrets/s", report.raw_create_per_s);
+    report.raw_secretref_create_per_s = secretref::raw_create_rate(&client, &args).await?;
+    eprintln!(
+        "bench: {:.0} SecretRefs/s (created alone)",
+        report.raw_secretref_create_per_s
+    );
 
     cluster::seed_store(&client, args.store_secrets).await?;
     let mut ours = secretref::run(&client, &args).await?;

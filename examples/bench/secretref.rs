@@ -59,14 +59,36 @@ async fn wait_leading(p: &Process) -> anyhow::Result<()> {
     .await
 }
 
-/// Creates a SecretRef with a plain POST, as cheap for the API server as the raw creates.
-async fn create(client: &Client, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
-    let api: Api<SecretRef> = Api::namespaced(client.clone(), NS);
+/// Creates a SecretRef with a plain POST, as the raw creates do.
+async fn create(client: &Client, namespace: &str, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+    let api: Api<SecretRef> = Api::namespaced(client.clone(), namespace);
     let obj: SecretRef = serde_json::from_value(serde_json::json!({
         "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef", "metadata": { "name": name }, "spec": spec
     }))?;
     api.create(&kube::api::PostParams::default(), &obj).await?;
     Ok(())
+}
+
+/// SecretRef `i`: one of the M store secrets, refreshed every cycle.
+fn spec(args: &Args, i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "storeRef": { "name": "bench" },
+        "secrets": [{ "name": cluster::store_secret(i % args.store_secrets) }],
+        "refreshInterval": format!("{}s", args.cycle.as_secs()),
+    })
+}
+
+/// The API server's rate for creating the N SecretRefs alone (no operator running): what the
+/// cold sync's own creates cost, for comparison with the raw Secret creates.
+pub async fn raw_create_rate(client: &Client, args: &Args) -> anyhow::Result<f64> {
+    const RAW_NS: &str = "bench-raw-sr";
+    cluster::namespace(client, RAW_NS).await?;
+    let took = cluster::create_all(args.refs, args.concurrency, |i| async move {
+        create(client, RAW_NS, &format!("sr-{i}"), spec(args, i)).await
+    })
+    .await?;
+    cluster::delete_namespace_and_wait(client, RAW_NS).await?;
+    Ok(args.refs as f64 / took.as_secs_f64())
 }
 
 pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
@@ -83,14 +105,8 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         &GroupVersionKind::gvk("secretref.dev", "v1alpha1", "SecretRef"),
         NS,
     );
-    let cycle = format!("{}s", args.cycle.as_secs());
-    let mut result = measure::cold_sync(client, "secretref", &op, args, ready, |i| {
-        let spec = serde_json::json!({
-            "storeRef": { "name": "bench" },
-            "secrets": [{ "name": cluster::store_secret(i % args.store_secrets) }],
-            "refreshInterval": cycle,
-        });
-        async move { create(client, &format!("sr-{i}"), spec).await }
+    let mut result = measure::cold_sync(client, "secretref", &op, args, ready, |i| async move {
+        create(client, NS, &format!("sr-{i}"), spec(args, i)).await
     })
     .await?;
     measure::steady(
