@@ -101,3 +101,28 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        // Nothing listens there: the senders' requests fail, which is fine for this test.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let dropped = Counter::default();
+        let publisher = Publisher::start(client, None, dropped.clone());
+        let regarding = ObjectReference {
+            namespace: Some("ns".into()),
+            name: Some("sr".into()),
+            ..Default::default()
+        };
+        // The single-threaded test runtime does not run the senders until this test yields,
+        // so exactly the queue's capacity is accepted.
+        for _ in 0..QUEUE + 10 {
+            publisher.publish(regarding.clone(), EventType::Normal, "Synced", "note".into());
+        }
+        assert_eq!(dropped.get(), 10);
+    }
+}
