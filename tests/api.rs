@@ -371,3 +371,38 @@ fn kubectl_explain_prints_the_field_docs() {
     let text = explain("sref.spec.target.creationPolicy");
     assert!(text.contains("refuse a Secret someone else made"), "{text}");
 }
+
+/// The local control plane's namespace controller really empties and removes a deleted
+/// namespace, custom resources included (what every test's clean-up relies on).
+#[tokio::test]
+async fn a_deleted_namespace_is_emptied_and_removed() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let (client, ns) = setup("nsdelete").await;
+    let secret: Secret =
+        serde_json::from_value(json!({ "metadata": { "name": "s" }, "stringData": { "A": "b" } })).expect("secret");
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("secret created");
+    create(
+        &client,
+        &ns.name,
+        secret_ref("sr", json!({ "secrets": [{ "name": "db" }] })),
+    )
+    .await
+    .expect("secretref created");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns.name, &Default::default())
+        .await
+        .expect("namespace deleted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while namespaces.get_opt(&ns.name).await.expect("namespace read").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace {} still exists 60 s after its deletion",
+            ns.name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

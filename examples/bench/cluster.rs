@@ -77,8 +77,9 @@ fn secret(name: &str, bytes: usize) -> anyhow::Result<Secret> {
     }))?)
 }
 
-/// The API server's own rate for creating `count` Secrets at `concurrency`.
-pub async fn raw_create_rate(client: &Client, count: usize, concurrency: usize) -> anyhow::Result<f64> {
+/// The API server's own rates for creating `count` Secrets at `concurrency`, and then for
+/// server-side applying a new value to each (the write a store change costs per target).
+pub async fn raw_rates(client: &Client, count: usize, concurrency: usize) -> anyhow::Result<(f64, f64)> {
     namespace(client, "bench-raw").await?;
     let api: Api<Secret> = Api::namespaced(client.clone(), "bench-raw");
     let took = create_all(count, concurrency, |i| {
@@ -90,8 +91,22 @@ pub async fn raw_create_rate(client: &Client, count: usize, concurrency: usize) 
         }
     })
     .await?;
+    let applied = create_all(count, concurrency, |i| {
+        let api = api.clone();
+        async move {
+            let name = format!("raw-{i}");
+            let patch = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name },
+                "stringData": { "VALUE": "y".repeat(64) }
+            });
+            api.patch(&name, &PatchParams::apply("secretref-bench"), &Patch::Apply(&patch))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
     delete_namespace_and_wait(client, "bench-raw").await?;
-    Ok(count as f64 / took.as_secs_f64())
+    Ok((count as f64 / took.as_secs_f64(), count as f64 / applied.as_secs_f64()))
 }
 
 /// Deletes a namespace and waits until it is gone, so that its objects' deletion does not

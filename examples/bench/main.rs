@@ -2,7 +2,8 @@
 //! plane of its own it measures, in one run and side by side:
 //! - `limit.raw_create_per_s`: the API server's own rate for creating N Secrets from a tight
 //!   client at the operator's concurrency (and, for comparison, its rate for creating the N
-//!   SecretRefs alone, with no operator running);
+//!   SecretRefs alone, with no operator running, and for server-side applying a new value to
+//!   each Secret, the write a store change costs per target);
 //! - for secretref (and, with `--peer eso`, External Secrets Operator): cold sync rate, peak
 //!   RSS with and without K unrelated Secrets, backend reads and writes over one refresh cycle
 //!   in steady state, and store-change propagation latency (p50, p99).
@@ -80,8 +81,12 @@ async fn main() -> anyhow::Result<()> {
         "bench: raw create rate of {} Secrets at concurrency {}",
         args.refs, args.concurrency
     );
-    report.raw_create_per_s = cluster::raw_create_rate(&client, args.refs, args.concurrency).await?;
-    eprintln!("bench: {:.0} Secrets/s", report.raw_create_per_s);
+    (report.raw_create_per_s, report.raw_apply_per_s) =
+        cluster::raw_rates(&client, args.refs, args.concurrency).await?;
+    eprintln!(
+        "bench: {:.0} Secrets/s created, {:.0}/s server-side applied",
+        report.raw_create_per_s, report.raw_apply_per_s
+    );
     report.raw_secretref_create_per_s = secretref::raw_create_rate(&client, &args).await?;
     eprintln!(
         "bench: {:.0} SecretRefs/s (created alone)",

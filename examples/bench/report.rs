@@ -48,6 +48,11 @@ pub struct Report {
     pub cycle_seconds: u64,
     #[serde(rename = "limit.raw_create_per_s")]
     pub raw_create_per_s: f64,
+    /// The API server's rate for server-side applying a new value to each of the N Secrets:
+    /// the write a store change costs per target, so N / this is the floor of propagating a
+    /// change to N targets.
+    #[serde(rename = "limit.raw_apply_per_s")]
+    pub raw_apply_per_s: f64,
     /// The API server's rate for creating the N SecretRefs alone (no operator running): a
     /// custom resource costs it more than a Secret, and the cold sync includes these creates.
     #[serde(rename = "limit.raw_secretref_create_per_s")]
@@ -66,6 +71,7 @@ impl Report {
             cycle_seconds: args.cycle.as_secs(),
             raw_create_per_s: 0.0,
             raw_secretref_create_per_s: 0.0,
+            raw_apply_per_s: 0.0,
             secretref: None,
             eso: None,
         }
@@ -79,13 +85,14 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
             "\nN={} store secrets={} unrelated={} concurrency={} cycle={}s\nlimit.raw_create_per_s {:>12.1}\n\
-             limit.raw_secretref_create_per_s {:>12.1}\n",
+             limit.raw_apply_per_s {:>12.1}\nlimit.raw_secretref_create_per_s {:>12.1}\n",
             self.refs,
             self.store_secrets,
             self.unrelated,
             self.concurrency,
             self.cycle_seconds,
             self.raw_create_per_s,
+            self.raw_apply_per_s,
             self.raw_secretref_create_per_s
         );
         let columns: Vec<(&str, &Operator)> = [("secretref", &self.secretref), ("eso", &self.eso)]
