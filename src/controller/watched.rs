@@ -62,9 +62,9 @@ impl<M> Watched<M> {
 /// memo needs to know that nobody touched a target since our write, and the managed-Secrets
 /// gauge's count.
 #[derive(Debug, Default)]
-pub struct Versions(HashMap<(String, String), String>);
+pub struct ResourceVersions(HashMap<(String, String), String>);
 
-impl Follow<PartialObjectMeta<Secret>> for Versions {
+impl Follow<PartialObjectMeta<Secret>> for ResourceVersions {
     fn insert(&mut self, obj: &PartialObjectMeta<Secret>) {
         if let (Some(ns), Some(rv)) = (obj.namespace(), obj.resource_version()) {
             self.0.insert((ns, obj.name_any()), rv);
@@ -80,7 +80,7 @@ impl Follow<PartialObjectMeta<Secret>> for Versions {
 
 /// The target Secrets' resourceVersions, shared by the watch that feeds them and the reconciles.
 #[derive(Clone, Debug, Default)]
-pub struct TargetVersions(Arc<Watched<Versions>>);
+pub struct TargetVersions(Arc<Watched<ResourceVersions>>);
 
 impl TargetVersions {
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
