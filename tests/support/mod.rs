@@ -46,9 +46,18 @@ pub fn kubeconfig_path() -> &'static Path {
     })
 }
 
-/// The folder holding the pinned upstream binaries (kubectl, helm, ...).
+/// The folder holding the pinned upstream binaries (kubectl, helm, ...): `bin/` of the cache
+/// root `tools/build` uses (keep the two in step).
 pub fn tools_bin() -> PathBuf {
-    repo_root().join(".cache/tools/bin")
+    let root = match std::env::var_os("SECRETREF_TOOLS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .expect("HOME or XDG_CACHE_HOME is set")
+            .join("secretref/tools"),
+    };
+    root.join("bin")
 }
 
 /// A kubectl command aimed at the test control plane.
