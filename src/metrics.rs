@@ -29,6 +29,20 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// `kubernetes`, `aws`, `vault`, ...
+    pub provider: &'static str,
+    /// The backend API operation (`ListSecrets`, `metadata.read`, ...): a fixed set per provider.
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    /// `unchanged`, `changed` or `error`.
+    pub result: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
@@ -37,6 +51,8 @@ pub struct Metrics {
     pub backend_reads: Family<ReadLabels, Counter>,
     pub backend_read_duration: Histogram,
     pub sync_failures: Family<ReasonLabels, Counter>,
+    pub backend_calls: Family<CallLabels, Counter>,
+    pub change_polls: Family<PollLabels, Counter>,
     pub target_writes: Counter,
     pub events_dropped: Counter,
     pub managed_secrets: Gauge,
@@ -59,6 +75,8 @@ impl Default for Metrics {
         let backend_reads = Family::<ReadLabels, Counter>::default();
         let backend_read_duration = Histogram::new(buckets());
         let sync_failures = Family::<ReasonLabels, Counter>::default();
+        let backend_calls = Family::<CallLabels, Counter>::default();
+        let change_polls = Family::<PollLabels, Counter>::default();
         let target_writes = Counter::default();
         let events_dropped = Counter::default();
         let managed_secrets = Gauge::default();
@@ -89,6 +107,16 @@ impl Default for Metrics {
             sync_failures.clone(),
         );
         registry.register(
+            "backend_calls",
+            "API calls to external backends, by provider and operation",
+            backend_calls.clone(),
+        );
+        registry.register(
+            "change_polls",
+            "Polls of a backend's secret versions, by result",
+            change_polls.clone(),
+        );
+        registry.register(
             "target_writes",
             "Writes of target Secrets (real changes and repaired drift)",
             target_writes.clone(),
@@ -115,6 +143,8 @@ impl Default for Metrics {
             backend_reads,
             backend_read_duration,
             sync_failures,
+            backend_calls,
+            change_polls,
             target_writes,
             events_dropped,
             managed_secrets,
@@ -135,6 +165,13 @@ impl Metrics {
     pub fn backend_read(&self, result: &'static str, took: Duration) {
         self.backend_reads.get_or_create(&ReadLabels { result }).inc();
         self.backend_read_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts one call of a backend's API.
+    pub fn backend_call(&self, provider: &'static str, operation: &'static str) {
+        self.backend_calls
+            .get_or_create(&CallLabels { provider, operation })
+            .inc();
     }
 
     /// The text exposition format.

@@ -193,7 +193,10 @@ async fn create_merges_inputs_in_order_and_never_prints_values() {
 async fn cli_secret_values(cli: &Cli, env: &str, name: &str) -> std::collections::BTreeMap<String, String> {
     let api: Api<ClusterSecretStore> = Api::all(cli.client.clone());
     let store = api.get(&cli.store).await.expect("store");
-    let backend = secretref::backend::for_provider(&cli.client, &store.spec.provider).expect("backend");
+    let ctx = secretref::backend::BuildContext::new(cli.client.clone(), None, None);
+    let backend = secretref::backend::for_provider(&ctx, &store.spec.provider)
+        .await
+        .expect("backend");
     let secret = backend.get(env, name).await.expect("read").expect("exists");
     secret
         .data

@@ -2,18 +2,22 @@
 //! store namespace. The object name is a reversible encoding of (environment, name), so names
 //! round-trip exactly, differ only in case without colliding, and environments stay apart.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use futures::{StreamExt, stream::BoxStream};
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
     api::core::v1::{Namespace, Secret},
 };
 use kube::{
-    Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions},
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, PartialObjectMeta, PostParams, Preconditions},
+    runtime::{WatchStreamExt, watcher},
 };
 
-use super::{BackendError, SecretBackend, SecretSummary, StoredSecret};
+use super::{BackendError, Change, SecretBackend, SecretId, SecretSummary, StoredSecret};
 use crate::model::{SecretData, SecretValue};
 
 /// Label on every store Secret (and the selector `list` and watches use).
@@ -38,6 +42,7 @@ pub fn object_name(environment: &str, name: &str) -> String {
 
 #[derive(Clone)]
 pub struct KubernetesBackend {
+    client: Client,
     api: Api<Secret>,
     namespaces: Api<Namespace>,
     namespace: String,
@@ -55,6 +60,7 @@ impl KubernetesBackend {
     pub fn new(client: Client, namespace: &str) -> Self {
         KubernetesBackend {
             api: Api::namespaced(client.clone(), namespace),
+            client: client.clone(),
             namespaces: Api::all(client),
             namespace: namespace.to_string(),
         }
@@ -131,6 +137,76 @@ pub fn decode(secret: &Secret) -> Option<StoredSecret> {
         created,
         updated,
     })
+}
+
+/// The secret a store Secret holds, from its metadata alone: `None` unless its annotations
+/// name a secret whose object name is exactly this one (a hand-made or edited object is never
+/// taken for another secret).
+pub fn secret_id(meta: &ObjectMeta) -> Option<SecretId> {
+    let annotations = meta.annotations.as_ref()?;
+    let id = SecretId::new(
+        annotations.get(ENVIRONMENT_ANNOTATION)?,
+        annotations.get(NAME_ANNOTATION)?,
+    );
+    (meta.name.as_deref() == Some(object_name(&id.environment, &id.name).as_str())).then_some(id)
+}
+
+/// Turns the watch of one store namespace into changes. A re-list (after the watch expired)
+/// reports every secret again and, as deleted, those that disappeared meanwhile.
+#[derive(Default)]
+struct Follow {
+    known: HashMap<String, SecretId>,
+    relisted: Option<HashMap<String, SecretId>>,
+}
+
+impl Follow {
+    fn changes(&mut self, event: watcher::Event<PartialObjectMeta<Secret>>) -> Vec<Change> {
+        let seen = |s: &PartialObjectMeta<Secret>| secret_id(&s.metadata).map(|id| (s.name_any(), id));
+        match event {
+            watcher::Event::Apply(s) => seen(&s)
+                .map(|(object, id)| {
+                    self.known.insert(object, id.clone());
+                    vec![Change {
+                        id,
+                        version: s.resource_version(),
+                    }]
+                })
+                .unwrap_or_default(),
+            watcher::Event::Delete(s) => self
+                .known
+                .remove(&s.name_any())
+                .map(|id| vec![Change { id, version: None }])
+                .unwrap_or_default(),
+            watcher::Event::Init => {
+                self.relisted = Some(HashMap::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(s) => match (seen(&s), self.relisted.as_mut()) {
+                (Some((object, id)), Some(relisted)) => {
+                    relisted.insert(object, id.clone());
+                    vec![Change {
+                        id,
+                        version: s.resource_version(),
+                    }]
+                }
+                _ => Vec::new(),
+            },
+            watcher::Event::InitDone => {
+                let relisted = self.relisted.take().unwrap_or_default();
+                let gone = self
+                    .known
+                    .iter()
+                    .filter(|(object, _)| !relisted.contains_key(*object))
+                    .map(|(_, id)| Change {
+                        id: id.clone(),
+                        version: None,
+                    })
+                    .collect();
+                self.known = relisted;
+                gone
+            }
+        }
+    }
 }
 
 fn is_status(err: &kube::Error, code: u16) -> bool {
@@ -245,6 +321,26 @@ impl SecretBackend for KubernetesBackend {
         identity(&self.namespace)
     }
 
+    /// One metadata-only watch of the store namespace's labelled Secrets: never a watch of
+    /// Secrets anywhere else, so a labelled Secret in another namespace is invisible.
+    fn watch(&self) -> Option<BoxStream<'static, Change>> {
+        let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(self.client.clone(), &self.namespace);
+        let config = watcher::Config::default().labels(&format!("{STORE_SECRET_LABEL}=true"));
+        let namespace = self.namespace.clone();
+        let mut follow = Follow::default();
+        let changes = watcher(api, config).default_backoff().flat_map(move |event| {
+            let changes = match event {
+                Ok(event) => follow.changes(event),
+                Err(e) => {
+                    tracing::warn!(namespace = %namespace, error = %e, "watch of store secrets failed, retrying");
+                    Vec::new()
+                }
+            };
+            futures::stream::iter(changes)
+        });
+        Some(changes.boxed())
+    }
+
     async fn check(&self) -> Result<(), BackendError> {
         // Listing succeeds in a namespace that does not exist, so ask for the namespace first.
         // An identity that may not read namespaces skips that part of the check.
@@ -273,6 +369,63 @@ impl SecretBackend for KubernetesBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(object: &str, environment: &str, name: &str, rv: &str) -> PartialObjectMeta<Secret> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": object, "namespace": "store", "resourceVersion": rv,
+                "annotations": { NAME_ANNOTATION: name, ENVIRONMENT_ANNOTATION: environment },
+            }
+        }))
+        .expect("metadata")
+    }
+
+    #[test]
+    fn the_watch_reports_changes_deletions_and_what_a_relist_misses() {
+        let mut f = Follow::default();
+        let a = object_name("main", "a");
+        let b = object_name("main", "b");
+        let change = |name: &str, v: Option<&str>| Change {
+            id: SecretId::new("main", name),
+            version: v.map(str::to_string),
+        };
+        assert_eq!(
+            f.changes(watcher::Event::Apply(meta(&a, "main", "a", "1"))),
+            [change("a", Some("1"))]
+        );
+        f.changes(watcher::Event::Apply(meta(&b, "main", "b", "2")));
+        assert_eq!(
+            f.changes(watcher::Event::Delete(meta(&b, "main", "b", "3"))),
+            [change("b", None)]
+        );
+        f.changes(watcher::Event::Apply(meta(&b, "main", "b", "4")));
+        // The watch expires; while it was down `a` was deleted.
+        f.changes(watcher::Event::Init);
+        assert_eq!(
+            f.changes(watcher::Event::InitApply(meta(&b, "main", "b", "5"))),
+            [change("b", Some("5"))]
+        );
+        assert_eq!(f.changes(watcher::Event::InitDone), [change("a", None)]);
+    }
+
+    #[test]
+    fn a_store_secret_is_taken_only_for_the_secret_its_name_encodes() {
+        let a = object_name("main", "a");
+        let mut f = Follow::default();
+        assert!(
+            f.changes(watcher::Event::Apply(meta(&a, "main", "other", "1")))
+                .is_empty(),
+            "annotations naming another secret are ignored"
+        );
+        assert!(
+            f.changes(watcher::Event::Apply(meta("hand-made", "main", "a", "1")))
+                .is_empty()
+        );
+        let mut bare = meta(&a, "main", "a", "1");
+        bare.metadata.annotations = None;
+        assert!(f.changes(watcher::Event::Apply(bare)).is_empty());
+    }
 
     #[test]
     fn object_names_are_valid_and_distinct() {

@@ -1,16 +1,57 @@
 //! Secret backends: where Modal-style secrets live. The [`SecretBackend`] trait is all the rest
 //! of secretref sees; [`for_provider`] is the one exhaustive `match` that turns a store's
 //! provider into an implementation, so a new provider is a compile error until it is handled.
+//!
+//! Every provider fits one pattern: a folder (or file) of its own, credentials read from Secrets
+//! through the shared [`credentials::Credentials`], and change detection through [`versions`]
+//! (cheap version checks, polled once per refresh) or [`watch`] (a push feed).
+//!
+//! [`versions`]: SecretBackend::versions
+//! [`watch`]: SecretBackend::watch
 
+pub mod credentials;
 pub mod kubernetes;
 pub mod memory;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::{StreamExt, stream::BoxStream};
 use jiff::Timestamp;
 
-use crate::{api::Provider, model::SecretData};
+use crate::{api::Provider, metrics::Metrics, model::SecretData};
+
+/// A secret's address in a store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretId {
+    pub environment: String,
+    pub name: String,
+}
+
+impl SecretId {
+    pub fn new(environment: impl Into<String>, name: impl Into<String>) -> Self {
+        SecretId {
+            environment: environment.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} (environment {:?})", self.name, self.environment)
+    }
+}
+
+/// What a watchable backend reports: a secret's newest version (`None`: it was deleted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub id: SecretId,
+    pub version: Option<String>,
+}
+
+/// How many reads `get_many`'s default runs at once.
+const PARALLEL_READS: usize = 8;
 
 /// One Modal-style secret as a backend holds it.
 #[derive(Clone, Debug)]
@@ -63,6 +104,14 @@ pub enum BackendError {
     /// The store's configuration cannot work (for example its namespace does not exist).
     #[error("store misconfigured: {0}")]
     Misconfigured(String),
+    /// The backend holds something at this secret's address that is not a flat map of string
+    /// values (binary data, nested JSON, text that is not UTF-8, ...). Never half-read.
+    #[error("secret {name:?} (environment {environment:?}) cannot be read as a Modal-style secret: {why}")]
+    Invalid {
+        environment: String,
+        name: String,
+        why: String,
+    },
 }
 
 /// A source of Modal-style secrets. Implementations must be cheap to call concurrently.
@@ -80,16 +129,82 @@ pub trait SecretBackend: Send + Sync + std::fmt::Debug {
     async fn delete(&self, environment: &str, name: &str) -> Result<(), BackendError>;
     /// Checks that the store can serve at all (reachable, permitted, configured).
     async fn check(&self) -> Result<(), BackendError>;
-    /// Names the data source: stores with equal identities read the same secrets, so their
-    /// reads are shared (for example `kubernetes/<namespace>`).
+    /// Names the data source: stores with equal identities read the same secrets with the same
+    /// rights, so their reads (and change detection) are shared. It must name everything that
+    /// decides what may be read, credentials' source included (never a credential's value):
+    /// for example `kubernetes/<namespace>`.
     fn identity(&self) -> String;
+
+    /// The current version of each of `ids` (`None`: absent), as cheaply as the backend can
+    /// tell, without reading values where it can avoid it. The controller polls this once per
+    /// refresh for backends that cannot be watched. Default: a `get` of each.
+    async fn versions(&self, ids: &[SecretId]) -> Result<Vec<(SecretId, Option<String>)>, BackendError> {
+        let read = self.get_many(ids).await?;
+        Ok(read
+            .into_iter()
+            .map(|(id, secret)| (id, secret.map(|s| s.version)))
+            .collect())
+    }
+
+    /// Reads several secrets at once. Default: a `get` of each, a few at a time.
+    async fn get_many(&self, ids: &[SecretId]) -> Result<Vec<(SecretId, Option<StoredSecret>)>, BackendError> {
+        futures::stream::iter(ids.iter().cloned())
+            .map(|id| async move {
+                let secret = self.get(&id.environment, &id.name).await?;
+                Ok((id, secret))
+            })
+            .buffered(PARALLEL_READS)
+            .collect::<Vec<Result<_, BackendError>>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// A feed of changes, for backends that push them (the kubernetes store watches its
+    /// namespace); the feed resumes by itself after errors. `None`: the controller polls
+    /// [`SecretBackend::versions`] instead.
+    fn watch(&self) -> Option<BoxStream<'static, Change>> {
+        None
+    }
 }
 
-/// Builds the backend a store's provider describes.
-pub fn for_provider(client: &kube::Client, provider: &Provider) -> Result<Arc<dyn SecretBackend>, BackendError> {
+/// What building a backend needs besides the provider's spec.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub client: kube::Client,
+    pub credentials: credentials::Credentials,
+    /// `Some(namespace)` for a SecretStore: credential Secrets come from its own namespace.
+    /// `None` for a ClusterSecretStore, whose credential references name their namespace.
+    pub store_namespace: Option<String>,
+    /// Where backends count their API calls (`secretref_backend_calls_total`).
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("store_namespace", &self.store_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BuildContext {
+    pub fn new(client: kube::Client, store_namespace: Option<String>, metrics: Option<Arc<Metrics>>) -> Self {
+        BuildContext {
+            credentials: credentials::Credentials::new(client.clone()),
+            client,
+            store_namespace,
+            metrics,
+        }
+    }
+}
+
+/// Builds the backend a store's provider describes. Building may do I/O (loading a cloud
+/// SDK's configuration, logging in): the controller builds once per store generation.
+pub async fn for_provider(ctx: &BuildContext, provider: &Provider) -> Result<Arc<dyn SecretBackend>, BackendError> {
     match provider {
         Provider { kubernetes: Some(k) } => Ok(Arc::new(kubernetes::KubernetesBackend::new(
-            client.clone(),
+            ctx.client.clone(),
             &k.namespace,
         ))),
         Provider { kubernetes: None } => Err(BackendError::Misconfigured("the store sets no provider".into())),

@@ -9,7 +9,7 @@ use kube::{Api, Client, ResourceExt, api::ListParams};
 use super::{SecretCommand, Target, input};
 use crate::{
     api::{ClusterSecretStore, SecretRef, StoreKind},
-    backend::{BackendError, SecretBackend, SecretSummary, for_provider},
+    backend::{BackendError, BuildContext, SecretBackend, SecretSummary, for_provider},
     model::{is_environment_name, is_secret_name},
 };
 
@@ -152,7 +152,7 @@ async fn connect(target: &Target) -> anyhow::Result<(String, Arc<dyn SecretBacke
         }
     };
     let label = format!("ClusterSecretStore/{}", store.name_any());
-    let backend = for_provider(&client, &store.spec.provider)?;
+    let backend = for_provider(&BuildContext::new(client, None, None), &store.spec.provider).await?;
     let env = target
         .environment
         .clone()

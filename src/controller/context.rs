@@ -29,6 +29,10 @@ pub struct Context {
     pub targets: super::watched::TargetVersions,
     /// Backend reads shared by all SecretRefs.
     pub reads: super::reads::SharedReads,
+    /// Which SecretRefs read which secrets (change detection wakes them by it).
+    pub usage: super::usage::Usage,
+    /// Each store's backend, and change detection for them.
+    pub backends: Arc<super::backends::Backends>,
     /// Cache lifetime of a shared read when a SecretRef's refresh interval is 0.
     pub read_ttl: Duration,
     /// What was last written to each target, to skip reading unchanged ones.

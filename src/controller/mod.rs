@@ -1,10 +1,11 @@
 //! The operator: leader election, the admin endpoints, and the SecretRef and store controllers
 //! sharing one [`Context`].
 
+mod backends;
+mod changes;
 mod context;
 mod events;
 mod hash_key;
-mod index;
 mod leader;
 mod reads;
 mod resolve;
@@ -13,6 +14,7 @@ mod secretref;
 mod status;
 mod store;
 mod target;
+mod usage;
 mod watched;
 mod wiring;
 

@@ -1,8 +1,9 @@
 //! Shared backend reads: however many SecretRefs use a secret, it is read once per cache
 //! lifetime (and concurrent misses for one secret share a single read). Entries are bounded in
-//! number and age. A store that can be watched reports each secret's newest version
-//! (`note_version`, called synchronously from the watch), and a cached entry of another version
-//! is never served: an event-driven sync always reads the data that triggered it.
+//! number and age. Change detection keeps them honest: a watched store reports each secret's
+//! newest version (`note_version`) and a cached entry of another version is never served; a
+//! polled store confirms unchanged entries (`confirm`) and refills changed ones (`insert`), so
+//! with nothing changed the SecretRefs' own resyncs never reach the backend.
 
 use std::{
     collections::HashMap,
@@ -12,21 +13,44 @@ use std::{
 
 use moka::future::Cache;
 
-use crate::backend::{BackendError, SecretBackend, StoredSecret};
+use crate::backend::{BackendError, SecretBackend, SecretId, StoredSecret};
 
-/// (store identity, environment, secret name).
-type Key = (String, String, String);
+/// (store identity, secret).
+type Key = (String, SecretId);
 
 /// The version a watch last reported for a secret; empty: deleted.
 type Versions = Arc<RwLock<HashMap<Key, String>>>;
 
-/// A read and when it was made.
+/// A read, and when it was made or last confirmed current.
 type Entry = (Option<StoredSecret>, Instant);
+
+/// How many times a read that returned an older version than the watch reported is repeated
+/// (it joined a read started before the change).
+const STALE_RETRIES: usize = 3;
+
+/// What a poll learned of a secret by comparing its version with the cached read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// The cached read has that version: it is confirmed current.
+    Same,
+    /// The cached read has another version (or existence): it is dropped.
+    Changed,
+    /// Nothing is cached to compare with.
+    Unknown,
+}
 
 #[derive(Clone, Debug)]
 pub struct SharedReads {
     cache: Cache<Key, Entry>,
     latest: Versions,
+}
+
+fn key(identity: &str, id: &SecretId) -> Key {
+    (identity.to_string(), id.clone())
+}
+
+fn version_of(read: &Option<StoredSecret>) -> Option<&str> {
+    read.as_ref().map(|s| s.version.as_str())
 }
 
 impl SharedReads {
@@ -38,12 +62,45 @@ impl SharedReads {
     }
 
     /// Records the newest version of a secret seen by a watch (`None`: it was deleted).
-    pub fn note_version(&self, store_identity: &str, environment: &str, name: &str, version: Option<&str>) {
-        let key = (store_identity.to_string(), environment.to_string(), name.to_string());
-        self.latest
+    /// Returns whether that is news: another version than the last one reported or, for the
+    /// first report, than the one cached.
+    pub async fn note_version(&self, identity: &str, id: &SecretId, version: Option<&str>) -> bool {
+        let key = key(identity, id);
+        let previous = self
+            .latest
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, version.unwrap_or_default().to_string());
+            .insert(key.clone(), version.unwrap_or_default().to_string());
+        match previous {
+            Some(previous) => previous != version.unwrap_or_default(),
+            None => self
+                .cache
+                .get(&key)
+                .await
+                .is_some_and(|(cached, _)| version_of(&cached) != version),
+        }
+    }
+
+    /// Compares a polled version with the cached read: an equal one is confirmed current (and
+    /// kept for another lifetime), another one is dropped so the next caller reads again.
+    pub async fn confirm(&self, identity: &str, id: &SecretId, version: Option<&str>) -> Observed {
+        let key = key(identity, id);
+        match self.cache.get(&key).await {
+            None => Observed::Unknown,
+            Some((cached, _)) if version_of(&cached) == version => {
+                self.cache.insert(key, (cached, Instant::now())).await;
+                Observed::Same
+            }
+            Some(_) => {
+                self.cache.invalidate(&key).await;
+                Observed::Changed
+            }
+        }
+    }
+
+    /// Stores a fresh read made on the callers' behalf (a poll's batch read of what changed).
+    pub async fn insert(&self, identity: &str, id: &SecretId, read: Option<StoredSecret>) {
+        self.cache.insert(key(identity, id), (read, Instant::now())).await;
     }
 
     /// Whether a cached value is older than what the watch last reported.
@@ -56,10 +113,10 @@ impl SharedReads {
         }
     }
 
-    /// The secret, from the cache if read less than `max_age` ago (a SecretRef's refresh
-    /// interval: one read per secret per refresh, however many SecretRefs share it) or else,
-    /// once for all concurrent callers, from the backend. Returns whether the backend was
-    /// actually read. Errors are not cached.
+    /// The secret, from the cache if read or confirmed less than `max_age` ago (a SecretRef's
+    /// refresh interval, with an eighth more so that a poll confirming at that same interval
+    /// always lands in time) or else, once for all concurrent callers, from the backend.
+    /// Returns whether the backend was actually read. Errors are not cached.
     pub async fn get(
         &self,
         backend: &Arc<dyn SecretBackend>,
@@ -67,23 +124,33 @@ impl SharedReads {
         name: &str,
         max_age: Duration,
     ) -> Result<(Option<StoredSecret>, bool), BackendError> {
-        let key = (backend.identity(), environment.to_string(), name.to_string());
+        let id = SecretId::new(environment, name);
+        let key = key(&backend.identity(), &id);
+        let max_age = max_age + max_age / 8;
         if let Some((cached, at)) = self.cache.get(&key).await {
             if at.elapsed() < max_age && !self.is_stale(&key, &cached) {
                 return Ok((cached, false));
             }
             self.cache.invalidate(&key).await;
         }
-        let read = std::sync::atomic::AtomicBool::new(false);
-        let value = self
-            .cache
-            .try_get_with(key, async {
-                read.store(true, std::sync::atomic::Ordering::Relaxed);
-                backend.get(environment, name).await.map(|v| (v, Instant::now()))
-            })
-            .await
-            .map_err(|e| (*e).clone())?;
-        Ok((value.0, read.into_inner()))
+        let mut attempts = 0;
+        loop {
+            let read = std::sync::atomic::AtomicBool::new(false);
+            let (value, _) = self
+                .cache
+                .try_get_with(key.clone(), async {
+                    read.store(true, std::sync::atomic::Ordering::Relaxed);
+                    backend.get(environment, name).await.map(|v| (v, Instant::now()))
+                })
+                .await
+                .map_err(|e| (*e).clone())?;
+            attempts += 1;
+            if attempts < STALE_RETRIES && self.is_stale(&key, &value) {
+                self.cache.invalidate(&key).await;
+                continue;
+            }
+            return Ok((value, read.into_inner()));
+        }
     }
 }
 
@@ -117,7 +184,11 @@ mod tests {
             .await
             .expect("replace");
         let fresh = memory.get("main", "a").await.expect("get").expect("exists").version;
-        reads.note_version(&backend.identity(), "main", "a", Some(&fresh));
+        assert!(
+            reads
+                .note_version(&backend.identity(), &SecretId::new("main", "a"), Some(&fresh))
+                .await
+        );
         let (value, was_read) = reads.get(&backend, "main", "a", MINUTE).await.expect("read");
         assert!(was_read);
         assert_eq!(value.expect("exists").data["K"].expose(), "2");
@@ -128,7 +199,9 @@ mod tests {
         );
 
         memory.set_unavailable(true);
-        reads.note_version(&backend.identity(), "main", "a", None);
+        reads
+            .note_version(&backend.identity(), &SecretId::new("main", "a"), None)
+            .await;
         assert!(reads.get(&backend, "main", "a", MINUTE).await.is_err());
         memory.set_unavailable(false);
         assert!(
@@ -153,6 +226,55 @@ mod tests {
             .await
             .expect("too old for this caller");
         assert_eq!(memory.reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn polls_confirm_unchanged_reads_and_drop_changed_ones() {
+        let memory = Arc::new(MemoryBackend::new());
+        memory
+            .create("main", "a", [("K".to_string(), SecretValue::new("1"))].into())
+            .await
+            .expect("create");
+        let backend: Arc<dyn SecretBackend> = memory.clone();
+        let (identity, a) = (backend.identity(), SecretId::new("main", "a"));
+        let reads = SharedReads::new(100, MINUTE);
+        let short = Duration::from_millis(40);
+        assert_eq!(reads.confirm(&identity, &a, Some("x")).await, Observed::Unknown);
+        reads.get(&backend, "main", "a", short).await.expect("read");
+        let v1 = memory.get("main", "a").await.expect("get").expect("exists").version;
+        tokio::time::sleep(short).await;
+        assert_eq!(reads.confirm(&identity, &a, Some(&v1)).await, Observed::Same);
+        assert!(
+            !reads.get(&backend, "main", "a", short).await.expect("read").1,
+            "a confirmed entry is served past the age of its read"
+        );
+        assert_eq!(reads.confirm(&identity, &a, Some("other")).await, Observed::Changed);
+        assert!(reads.get(&backend, "main", "a", MINUTE).await.expect("read").1);
+        let fresh = memory.get("main", "a").await.expect("get");
+        reads.insert(&identity, &a, fresh).await;
+        assert!(!reads.get(&backend, "main", "a", MINUTE).await.expect("read").1);
+    }
+
+    #[tokio::test]
+    async fn the_first_watch_report_is_news_only_if_it_differs_from_the_cache() {
+        let memory = Arc::new(MemoryBackend::new());
+        memory
+            .create("main", "a", [("K".to_string(), SecretValue::new("1"))].into())
+            .await
+            .expect("create");
+        let backend: Arc<dyn SecretBackend> = memory.clone();
+        let (identity, a) = (backend.identity(), SecretId::new("main", "a"));
+        let reads = SharedReads::new(100, MINUTE);
+        reads.get(&backend, "main", "a", MINUTE).await.expect("read");
+        let v1 = memory.get("main", "a").await.expect("get").expect("exists").version;
+        assert!(!reads.note_version(&identity, &a, Some(&v1)).await);
+        assert!(!reads.note_version(&identity, &a, Some(&v1)).await);
+        assert!(reads.note_version(&identity, &a, Some("later")).await);
+        assert!(
+            !reads
+                .note_version(&identity, &SecretId::new("main", "b"), Some("1"))
+                .await
+        );
     }
 
     #[tokio::test]

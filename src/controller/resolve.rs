@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
-use super::context::Context;
+use super::{backends::StoreSpec, context::Context};
 use crate::{
-    api::{
-        ClusterSecretStore, Provider, Reason, SecretRef, SecretStore, StoreKind, StoreStatus, condition::find_ready,
-    },
-    backend::{SecretBackend, for_provider},
+    api::{ClusterSecretStore, Reason, SecretRef, SecretStore, StoreKind, StoreStatus, condition::find_ready},
+    backend::{BackendError, SecretBackend},
     error::SyncError,
 };
 
@@ -24,7 +22,7 @@ pub struct ResolvedStore {
 
 struct Candidate<'a> {
     label: String,
-    provider: &'a Provider,
+    spec: StoreSpec<'a>,
     default_environment: &'a str,
     namespaces: Option<&'a [String]>,
     status: Option<&'a StoreStatus>,
@@ -97,9 +95,16 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
             message: ready.message.clone(),
         });
     }
-    let backend = for_provider(&ctx.client, candidate.provider).map_err(|e| SyncError::StoreNotReady {
-        store: candidate.label.clone(),
-        message: e.to_string(),
+    let label = candidate.label.clone();
+    let backend = ctx.backends.get(candidate.spec).await.map_err(|e| match e {
+        BackendError::Unavailable(_) => SyncError::Backend {
+            store: label.clone(),
+            source: e,
+        },
+        e => SyncError::StoreNotReady {
+            store: label.clone(),
+            message: e.to_string(),
+        },
     })?;
     let environment = sr
         .spec
@@ -107,7 +112,7 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
         .clone()
         .unwrap_or_else(|| candidate.default_environment.to_string());
     Ok(ResolvedStore {
-        label: candidate.label,
+        label,
         environment,
         backend,
     })
@@ -116,7 +121,7 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
 fn from_secret_store(s: &SecretStore) -> Candidate<'_> {
     Candidate {
         label: format!("SecretStore/{}", s.name_any()),
-        provider: &s.spec.provider,
+        spec: StoreSpec::of_secret_store(s),
         default_environment: &s.spec.default_environment,
         namespaces: None,
         status: s.status.as_ref(),
@@ -127,7 +132,7 @@ fn from_secret_store(s: &SecretStore) -> Candidate<'_> {
 fn from_cluster_store(s: &ClusterSecretStore) -> Candidate<'_> {
     Candidate {
         label: format!("ClusterSecretStore/{}", s.name_any()),
-        provider: &s.spec.provider,
+        spec: StoreSpec::of_cluster_store(s),
         default_environment: &s.spec.default_environment,
         namespaces: s.spec.namespaces.as_deref(),
         status: s.status.as_ref(),

@@ -13,10 +13,11 @@ use super::{
     events::EventType,
     resolve, rollout,
     status::{self, Synced},
-    target,
+    target, usage,
 };
 use crate::{
     api::{Reason, SecretRef, SecretRefStatus, condition::find_ready},
+    backend::SecretId,
     desired::{self, MAX_SECRET_BYTES},
     error::SyncError,
     metrics::ReasonLabels,
@@ -98,10 +99,26 @@ fn key(sr: &SecretRef) -> String {
 async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>) -> Result<Synced, SyncError> {
     let namespace = sr.namespace().unwrap_or_default();
     tracing::debug!("resolving store");
-    let store = resolve::store(sr, ctx).await?;
+    let store = match resolve::store(sr, ctx).await {
+        Ok(store) => store,
+        Err(e) => {
+            ctx.usage.forget(&usage::object_ref(sr));
+            return Err(e);
+        }
+    };
     tracing::debug!(store = %store.label, environment = %store.environment, "reading secrets");
-    // Reads younger than this SecretRef's refresh interval are shared with other SecretRefs.
+    // Recorded before reading, so that a secret still missing wakes this SecretRef when it
+    // appears.
     let interval: Duration = sr.spec.refresh_interval.into();
+    let ids = sr
+        .spec
+        .secrets
+        .iter()
+        .map(|s| SecretId::new(&store.environment, &s.name))
+        .collect();
+    ctx.usage
+        .record(&usage::object_ref(sr), &store.backend.identity(), ids, interval);
+    // Reads younger than this SecretRef's refresh interval are shared with other SecretRefs.
     let max_age = if interval.is_zero() { ctx.read_ttl } else { interval };
     let reads = try_join_all(
         sr.spec

@@ -12,10 +12,10 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use tracing::{instrument, warn};
 
-use super::context::Context;
+use super::{backends::StoreSpec, context::Context};
 use crate::{
-    api::{ClusterSecretStore, Condition, Provider, Reason, SecretStore, StoreStatus, condition::find_ready},
-    backend::{BackendError, for_provider},
+    api::{ClusterSecretStore, Condition, Reason, SecretStore, StoreStatus, condition::find_ready},
+    backend::BackendError,
     error::SyncError,
 };
 
@@ -28,15 +28,15 @@ pub trait StoreObject:
 {
     /// The kind, as a metric label.
     const KIND: &'static str;
-    fn provider(&self) -> &Provider;
+    fn backend_spec(&self) -> StoreSpec<'_>;
     fn store_status(&self) -> Option<&StoreStatus>;
     fn api(&self, client: kube::Client) -> Api<Self>;
 }
 
 impl StoreObject for SecretStore {
     const KIND: &'static str = "SecretStore";
-    fn provider(&self) -> &Provider {
-        &self.spec.provider
+    fn backend_spec(&self) -> StoreSpec<'_> {
+        StoreSpec::of_secret_store(self)
     }
     fn store_status(&self) -> Option<&StoreStatus> {
         self.status.as_ref()
@@ -48,8 +48,8 @@ impl StoreObject for SecretStore {
 
 impl StoreObject for ClusterSecretStore {
     const KIND: &'static str = "ClusterSecretStore";
-    fn provider(&self) -> &Provider {
-        &self.spec.provider
+    fn backend_spec(&self) -> StoreSpec<'_> {
+        StoreSpec::of_cluster_store(self)
     }
     fn store_status(&self) -> Option<&StoreStatus> {
         self.status.as_ref()
@@ -62,7 +62,8 @@ impl StoreObject for ClusterSecretStore {
 #[instrument(skip_all, fields(store = %store.name_any()))]
 pub async fn reconcile<K: StoreObject>(store: Arc<K>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     let started = std::time::Instant::now();
-    let checked = match for_provider(&ctx.client, store.provider()) {
+    // Building the backend also starts change detection for it.
+    let checked = match ctx.backends.get(store.backend_spec()).await {
         Ok(backend) => backend.check().await,
         Err(e) => Err(e),
     };

@@ -17,12 +17,16 @@ use kube::{
 use tracing::info;
 
 use super::{
-    Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs, index::SecretIndex, reads::SharedReads, secretref, store,
+    Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs,
+    backends::{Backends, cluster_store_key, secret_store_key},
+    changes::Feeds,
+    reads::SharedReads,
+    secretref, store,
+    usage::{self, Usage},
     watched::TargetVersions,
 };
 use crate::{
     api::{ClusterSecretStore, SecretRef, SecretStore},
-    backend::kubernetes::{self, ENVIRONMENT_ANNOTATION, NAME_ANNOTATION, STORE_SECRET_LABEL},
     desired::{MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL},
     hash::HashKey,
     metrics::Metrics,
@@ -68,11 +72,36 @@ pub async fn run_controllers(
         }
     })
     .touched_objects();
-    let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone());
-    let (css_stream, css_reader, css_synced) = cached(css_api.clone());
+    let reads = SharedReads::new(args.read_cache_entries, args.read_cache_ttl);
+    let usage = Usage::default();
+    // Change detection: one watch or poller per store backend in use, started and stopped as
+    // stores come and go; it wakes the SecretRefs that read a changed secret.
+    let (feeds, woken) = Feeds::new(usage.clone(), reads.clone(), metrics.clone(), args.read_cache_ttl);
+    let backends = Arc::new(Backends::new(client.clone(), metrics.clone(), feeds));
+    // A deleted store's backend (and its change detection) goes with it.
+    let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone(), {
+        let backends = backends.clone();
+        move |reader: &reflector::Store<SecretStore>| {
+            backends.retain(|key| {
+                !key.starts_with("SecretStore/")
+                    || reader
+                        .state()
+                        .iter()
+                        .any(|s| secret_store_key(&s.namespace().unwrap_or_default(), &s.name_any()) == key)
+            })
+        }
+    });
+    let (css_stream, css_reader, css_synced) = cached(css_api.clone(), {
+        let backends = backends.clone();
+        move |reader: &reflector::Store<ClusterSecretStore>| {
+            backends.retain(|key| {
+                !key.starts_with("ClusterSecretStore/")
+                    || reader.state().iter().any(|s| cluster_store_key(&s.name_any()) == key)
+            })
+        }
+    });
     let ss_controller = Controller::for_stream(ss_stream, ss_reader.clone()).graceful_shutdown_on(shutdown.clone());
     let css_controller = Controller::for_stream(css_stream, css_reader.clone()).graceful_shutdown_on(shutdown.clone());
-    let reads = SharedReads::new(args.read_cache_entries, args.read_cache_ttl);
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: super::events::Publisher::start(
@@ -87,13 +116,14 @@ pub async fn run_controllers(
         backoff: Backoff::default(),
         metrics,
         targets: target_versions,
-        reads: reads.clone(),
+        reads,
+        usage: usage.clone(),
+        backends: backends.clone(),
         read_ttl: args.read_cache_ttl,
         written: Default::default(),
         statuses: Default::default(),
     });
 
-    let index = SecretIndex::default();
     let (sr_reader, sr_writer) = reflector::store();
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
     let spec_changes = watcher(sr_api, watcher::Config::default())
@@ -101,42 +131,17 @@ pub async fn run_controllers(
         .modify(slim)
         .reflect(sr_writer)
         .inspect({
-            let index = index.clone();
-            move |event| {
-                if let Ok(event) = event {
-                    index.apply(event);
-                }
+            // A deleted SecretRef reads nothing any more (a re-list also drops the ones
+            // deleted while the watch was down).
+            let (usage, reader) = (usage.clone(), sr_reader.clone());
+            move |event| match event {
+                Ok(watcher::Event::Delete(sr)) => usage.forget(&usage::object_ref(sr)),
+                Ok(watcher::Event::InitDone) => usage.retain(|r| reader.get(r).is_some()),
+                _ => {}
             }
         })
         .applied_objects()
         .predicate_filter(spec_or_force_sync, Default::default());
-    // Store secrets (metadata only): every change is noted as the secret's newest version, so
-    // the shared reads never serve an older one, before it triggers the SecretRefs using it.
-    let store_secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default().labels(&format!("{STORE_SECRET_LABEL}=true")),
-    )
-    .default_backoff()
-    .inspect({
-        let reads = reads.clone();
-        move |event| {
-            let (secret, deleted) = match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
-                Ok(watcher::Event::Delete(s)) => (s, true),
-                _ => return,
-            };
-            let annotations = secret.annotations();
-            if let (Some(ns), Some(name), Some(env)) = (
-                secret.namespace(),
-                annotations.get(NAME_ANNOTATION),
-                annotations.get(ENVIRONMENT_ANNOTATION),
-            ) {
-                let version = if deleted { None } else { secret.resource_version() };
-                reads.note_version(&kubernetes::identity(&ns), env, name, version.as_deref());
-            }
-        }
-    })
-    .touched_objects();
 
     let by_store = sr_reader.clone();
     let by_cluster_store = sr_reader.clone();
@@ -146,13 +151,7 @@ pub async fn run_controllers(
             let name = secret.labels().get(SECRETREF_LABEL)?.clone();
             Some(ObjectRef::<SecretRef>::new(&name).within(&secret.namespace()?))
         })
-        .watches_stream(store_secrets, move |secret| {
-            secret
-                .annotations()
-                .get(NAME_ANNOTATION)
-                .map(|name| index.users(name))
-                .unwrap_or_default()
-        })
+        .reconcile_on(woken)
         .watches(ss_api, watcher::Config::default(), move |store: SecretStore| {
             let ns = store.namespace();
             by_store
@@ -185,14 +184,17 @@ pub async fn run_controllers(
         "secretref controllers started"
     );
     tokio::join!(secretrefs, ss, css);
+    backends.stop();
     info!("secretref controllers stopped");
 }
 
 /// A cached watch of `api`: the stream of changed objects, the cache, and a flag that turns
-/// true once the cache has listed.
+/// true once the cache has listed. `on_removal` runs with the cache after an object was
+/// deleted or a re-list completed.
 #[allow(clippy::type_complexity)]
 fn cached<K>(
     api: Api<K>,
+    on_removal: impl Fn(&reflector::Store<K>) + Send + 'static,
 ) -> (
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
     reflector::Store<K>,
@@ -203,14 +205,18 @@ where
 {
     let (reader, writer) = reflector::store();
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let cache = reader.clone();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(slim)
         .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
+        .inspect(move |event| match event {
+            Ok(watcher::Event::InitDone) => {
                 synced_tx.send_replace(true);
+                on_removal(&cache);
             }
+            Ok(watcher::Event::Delete(_)) => on_removal(&cache),
+            _ => {}
         })
         .applied_objects();
     (stream, reader, synced)

@@ -1,20 +1,16 @@
 //! Installs the chart into a test namespace and runs operator processes exactly as its
 //! Deployment would run them.
 
-use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
-    net::TcpStream,
-    process::Stdio,
-    time::Duration,
-};
+use std::{collections::BTreeMap, process::Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use secretref::backend::kubernetes::KubernetesBackend;
 use serde_json::Value;
 
-use crate::support::{TestNamespace, apply_json, client, install_crds, kubeconfig_path, repo_root, tools_bin};
+use crate::support::{
+    TestNamespace, apply_json, client, free_port, http_get, install_crds, kubeconfig_path, repo_root, tools_bin,
+};
 
 /// Runs the pinned helm in the repository root and returns its stdout.
 pub fn helm(args: &[&str]) -> String {
@@ -47,14 +43,6 @@ pub struct Process {
     pub child: tokio::process::Child,
     pub port: u16,
     pub identity: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Renders the chart for this release (metrics on `port`, watching `watch`) into JSON documents.
@@ -169,21 +157,7 @@ impl Release {
 impl Process {
     /// GETs a path of the admin endpoint: (status code, body).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, body))
+        http_get(self.port, path)
     }
 
     /// The value of an unlabelled metric (NaN while the endpoint does not answer).

@@ -167,16 +167,63 @@ where
     .join();
 }
 
+/// A free TCP port on loopback (free when asked: bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// GETs `path` from `127.0.0.1:port` over plain HTTP: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The sum of a metric's series whose labels contain every one of `labels` (`k="v"`).
+pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{')).then_some(())?;
+            labels.iter().all(|want| rest.contains(want)).then_some(())?;
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
 /// An operator running in-process for one test, scoped to its namespace; stopped on drop.
 pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
+    /// Where its /metrics are served.
+    pub metrics_port: u16,
 }
 
 impl Operator {
     /// Starts the controllers on `client` for `namespace` (which also holds the hash key).
     pub fn start(client: &Client, namespace: &str) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_port = free_port();
         let args = secretref::controller::RunArgs {
             namespace: Some(namespace.to_string()),
             concurrency: 4,
@@ -184,7 +231,7 @@ impl Operator {
             hash_key_secret: "secretref-hash-key".to_string(),
             leader_elect: false,
             lease_name: "secretref-leader".to_string(),
-            metrics_bind_address: "127.0.0.1:0".parse().expect("address"),
+            metrics_bind_address: ([127, 0, 0, 1], metrics_port).into(),
             log_format: secretref::controller::LogFormat::Text,
             read_cache_ttl: Duration::from_secs(300),
             read_cache_entries: 10_000,
@@ -201,7 +248,20 @@ impl Operator {
         Operator {
             stop: Some(stop),
             handle: Some(handle),
+            metrics_port,
         }
+    }
+
+    /// Its /metrics, in the text exposition format (empty while it does not answer). The
+    /// request blocks a thread of its own: the operator may share the test's only one.
+    pub async fn metrics(&self) -> String {
+        let port = self.metrics_port;
+        tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+            .await
+            .ok()
+            .flatten()
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// Stops the operator and waits until its in-flight reconciles finished.

@@ -9,3 +9,4 @@ mod lifecycle;
 mod outage;
 mod reasons;
 mod secrecy;
+mod store_watch;

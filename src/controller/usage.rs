@@ -1,0 +1,173 @@
+//! Which SecretRefs read which secrets of which store. Each sync records its reads once the
+//! store is resolved (whatever the outcome, so a SecretRef waiting for a missing secret is
+//! woken when it appears). A change of one secret then wakes exactly the SecretRefs that read
+//! it, and a poller knows which secrets are in use and how often to look.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+
+use crate::{api::SecretRef, backend::SecretId};
+
+/// A SecretRef by namespace and name only (no resourceVersion or uid to keep).
+pub type Ref = ObjectRef<SecretRef>;
+
+pub fn object_ref(sr: &SecretRef) -> Ref {
+    let r = ObjectRef::new(&sr.name_any());
+    match sr.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Reads {
+    identity: String,
+    ids: Vec<SecretId>,
+    refresh: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Maps {
+    by_ref: HashMap<Ref, Reads>,
+    by_secret: HashMap<(String, SecretId), HashSet<Ref>>,
+}
+
+impl Maps {
+    fn forget(&mut self, r: &Ref) {
+        let Some(reads) = self.by_ref.remove(r) else { return };
+        for id in reads.ids {
+            let key = (reads.identity.clone(), id);
+            if let Some(set) = self.by_secret.get_mut(&key) {
+                set.remove(r);
+                if set.is_empty() {
+                    self.by_secret.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Usage(Arc<RwLock<Maps>>);
+
+impl Usage {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records what `r` reads: `ids` of the store `identity`, every `refresh` (zero: only on
+    /// changes).
+    pub fn record(&self, r: &Ref, identity: &str, ids: Vec<SecretId>, refresh: Duration) {
+        let reads = Reads {
+            identity: identity.to_string(),
+            ids,
+            refresh,
+        };
+        if self.read().by_ref.get(r) == Some(&reads) {
+            return;
+        }
+        let mut maps = self.write();
+        maps.forget(r);
+        for id in &reads.ids {
+            maps.by_secret
+                .entry((reads.identity.clone(), id.clone()))
+                .or_default()
+                .insert(r.clone());
+        }
+        maps.by_ref.insert(r.clone(), reads);
+    }
+
+    /// Forgets a SecretRef that was deleted (or whose store went away).
+    pub fn forget(&self, r: &Ref) {
+        self.write().forget(r);
+    }
+
+    /// Keeps only the SecretRefs `keep` accepts (after a re-list of SecretRefs).
+    pub fn retain(&self, keep: impl Fn(&Ref) -> bool) {
+        let mut maps = self.write();
+        let gone: Vec<Ref> = maps.by_ref.keys().filter(|r| !keep(r)).cloned().collect();
+        for r in &gone {
+            maps.forget(r);
+        }
+    }
+
+    /// The SecretRefs that read `id` from the store `identity`.
+    pub fn users(&self, identity: &str, id: &SecretId) -> Vec<Ref> {
+        self.read()
+            .by_secret
+            .get(&(identity.to_string(), id.clone()))
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The secrets of store `identity` that some SecretRef reads, and the shortest non-zero
+    /// refresh interval among those SecretRefs (`None`: all refresh only on changes).
+    pub fn in_use(&self, identity: &str) -> (Vec<SecretId>, Option<Duration>) {
+        let maps = self.read();
+        let mut ids: Vec<SecretId> = maps
+            .by_secret
+            .keys()
+            .filter(|(i, _)| i == identity)
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.sort();
+        let refresh = maps
+            .by_ref
+            .values()
+            .filter(|r| r.identity == identity && !r.refresh.is_zero())
+            .map(|r| r.refresh)
+            .min();
+        (ids, refresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str) -> Ref {
+        ObjectRef::new(name).within("ns")
+    }
+
+    fn ids(names: &[&str]) -> Vec<SecretId> {
+        names.iter().map(|n| SecretId::new("main", *n)).collect()
+    }
+
+    fn users(u: &Usage, identity: &str, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = u
+            .users(identity, &SecretId::new("main", name))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn records_moves_and_forgets() {
+        let u = Usage::default();
+        let minute = Duration::from_secs(60);
+        u.record(&r("a"), "s1", ids(&["db", "api"]), minute);
+        u.record(&r("b"), "s1", ids(&["db"]), Duration::ZERO);
+        u.record(&r("c"), "s2", ids(&["db"]), Duration::from_secs(5));
+        assert_eq!(users(&u, "s1", "db"), ["a", "b"]);
+        assert_eq!(users(&u, "s2", "db"), ["c"], "stores are apart");
+        assert_eq!(u.in_use("s1"), (ids(&["api", "db"]), Some(minute)));
+        u.record(&r("a"), "s1", ids(&["api"]), minute);
+        assert_eq!(users(&u, "s1", "db"), ["b"], "a spec change moves the entry");
+        u.forget(&r("b"));
+        assert!(users(&u, "s1", "db").is_empty());
+        assert_eq!(u.in_use("s1"), (ids(&["api"]), Some(minute)));
+        u.retain(|r| r.name != "c");
+        assert_eq!(u.in_use("s2"), (vec![], None));
+    }
+}
