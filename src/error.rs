@@ -10,6 +10,10 @@ pub enum SyncError {
     StoreNotFound { kind: &'static str, name: String },
     #[error("no store named and no default SecretStore or ClusterSecretStore")]
     NoDefaultStore,
+    #[error(
+        "ClusterSecretStore {name:?} cannot be used: this secretref installation is namespace-scoped and serves SecretStores only"
+    )]
+    ClusterStoresNotServed { name: String },
     #[error("{store} is not ready: {message}")]
     StoreNotReady { store: String, message: String },
     #[error("{store} does not serve namespace {namespace:?}")]
@@ -39,7 +43,9 @@ pub enum SyncError {
 impl SyncError {
     pub fn reason(&self) -> Reason {
         match self {
-            SyncError::StoreNotFound { .. } | SyncError::NoDefaultStore => Reason::StoreNotFound,
+            SyncError::StoreNotFound { .. } | SyncError::NoDefaultStore | SyncError::ClusterStoresNotServed { .. } => {
+                Reason::StoreNotFound
+            }
             SyncError::StoreNotReady { .. } => Reason::StoreNotReady,
             SyncError::StoreNotAllowed { .. } => Reason::StoreNotAllowed,
             SyncError::SecretNotFound { .. } => Reason::SecretNotFound,

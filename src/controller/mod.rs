@@ -10,6 +10,7 @@ mod leader;
 mod reads;
 mod resolve;
 mod rollout;
+mod scope;
 mod secretref;
 mod status;
 mod store;
@@ -38,9 +39,15 @@ pub const FORCE_SYNC_ANNOTATION: &str = "secretref.dev/force-sync";
 /// Options of `secretref run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Only watch SecretRefs and SecretStores in this namespace (default: all namespaces).
-    #[arg(long, env = "SECRETREF_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Only watch SecretRefs, SecretStores and target Secrets in these namespaces (repeat the
+    /// flag or separate with commas; default: all namespaces). Store namespaces are watched as
+    /// stores name them.
+    #[arg(long = "namespace", value_delimiter = ',', env = "SECRETREF_NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// Serve ClusterSecretStores (`--cluster-stores=false` for a namespace-scoped install,
+    /// whose permissions stop at its namespaces: it then neither watches nor uses them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SECRETREF_CLUSTER_STORES")]
+    pub cluster_stores: bool,
     /// How many SecretRefs to reconcile at once.
     #[arg(long, default_value_t = 16, env = "SECRETREF_CONCURRENCY")]
     pub concurrency: u16,

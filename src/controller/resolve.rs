@@ -46,6 +46,9 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
                 })?;
             from_secret_store(&secret_store)
         }
+        Some(r) if !ctx.cluster_stores_served => {
+            return Err(SyncError::ClusterStoresNotServed { name: r.name.clone() });
+        }
         Some(r) => {
             cluster_store =
                 ctx.cluster_stores

@@ -3,7 +3,11 @@
 
 use std::{hash::Hasher, sync::Arc};
 
-use futures::{StreamExt, future::BoxFuture, future::Shared};
+use futures::{
+    StreamExt,
+    future::{BoxFuture, Shared},
+    stream::BoxStream,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -21,7 +25,7 @@ use super::{
     backends::{Backends, cluster_store_key, secret_store_key},
     changes::Feeds,
     reads::SharedReads,
-    secretref, store,
+    scope, secretref, store,
     usage::{self, Usage},
     watched::TargetVersions,
 };
@@ -40,29 +44,15 @@ pub async fn run_controllers(
     metrics: Arc<Metrics>,
     shutdown: Shared<BoxFuture<'static, ()>>,
 ) {
-    let (sr_api, ss_api, target_api): (Api<SecretRef>, Api<SecretStore>, Api<PartialObjectMeta<Secret>>) =
-        match &args.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-                Api::all(client.clone()),
-            ),
-        };
-    let css_api: Api<ClusterSecretStore> = Api::all(client.clone());
-
+    let namespaces = &args.namespaces;
     // Targets are watched metadata-only and label-filtered: never a cache of every Secret, and
     // of ours only the resourceVersion is kept.
     let target_versions = TargetVersions::default();
-    let targets = watcher(
-        target_api,
+    let targets = scope::watch::<PartialObjectMeta<Secret>>(
+        &client,
+        namespaces,
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
-    .default_backoff()
     .inspect({
         let versions = target_versions.clone();
         move |event| {
@@ -72,6 +62,20 @@ pub async fn run_controllers(
         }
     })
     .touched_objects();
+    // A namespace-scoped install may not watch ClusterSecretStores: it serves none, and its
+    // cache of them is empty from the start.
+    let css_events = if args.cluster_stores {
+        watcher(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .boxed()
+    } else {
+        futures::stream::iter([Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)])
+            .chain(futures::stream::pending())
+            .boxed()
+    };
     let reads = SharedReads::new(args.read_cache_entries, args.read_cache_ttl);
     let usage = Usage::default();
     // Change detection: one watch or poller per store backend in use, started and stopped as
@@ -79,7 +83,8 @@ pub async fn run_controllers(
     let (feeds, woken) = Feeds::new(usage.clone(), reads.clone(), metrics.clone(), args.read_cache_ttl);
     let backends = Arc::new(Backends::new(client.clone(), metrics.clone(), feeds));
     // A deleted store's backend (and its change detection) goes with it.
-    let (ss_stream, ss_reader, ss_synced) = cached(ss_api.clone(), {
+    let ss_events = scope::watch::<SecretStore>(&client, namespaces, watcher::Config::default());
+    let (ss_stream, ss_reader, ss_synced) = cached(ss_events, {
         let backends = backends.clone();
         move |reader: &reflector::Store<SecretStore>| {
             backends.retain(|key| {
@@ -91,7 +96,7 @@ pub async fn run_controllers(
             })
         }
     });
-    let (css_stream, css_reader, css_synced) = cached(css_api.clone(), {
+    let (css_stream, css_reader, css_synced) = cached(css_events, {
         let backends = backends.clone();
         move |reader: &reflector::Store<ClusterSecretStore>| {
             backends.retain(|key| {
@@ -113,6 +118,7 @@ pub async fn run_controllers(
         secret_stores: ss_reader,
         cluster_stores: css_reader,
         stores_synced: [ss_synced, css_synced],
+        cluster_stores_served: args.cluster_stores,
         backoff: Backoff::default(),
         metrics,
         targets: target_versions,
@@ -126,8 +132,7 @@ pub async fn run_controllers(
 
     let (sr_reader, sr_writer) = reflector::store();
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
-    let spec_changes = watcher(sr_api, watcher::Config::default())
-        .default_backoff()
+    let spec_changes = scope::watch::<SecretRef>(&client, namespaces, watcher::Config::default())
         .modify(slim)
         .reflect(sr_writer)
         .inspect({
@@ -145,14 +150,16 @@ pub async fn run_controllers(
 
     let by_store = sr_reader.clone();
     let by_cluster_store = sr_reader.clone();
-    let secretrefs = Controller::for_stream(spec_changes, sr_reader)
+    // A store change re-checks the SecretRefs that may use it (those of its namespace, or all).
+    let store_changes = scope::watch::<SecretStore>(&client, namespaces, watcher::Config::default()).touched_objects();
+    let mut secretrefs = Controller::for_stream(spec_changes, sr_reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(args.concurrency))
         .watches_stream(targets, |secret| {
             let name = secret.labels().get(SECRETREF_LABEL)?.clone();
             Some(ObjectRef::<SecretRef>::new(&name).within(&secret.namespace()?))
         })
         .reconcile_on(woken)
-        .watches(ss_api, watcher::Config::default(), move |store: SecretStore| {
+        .watches_stream(store_changes, move |store: SecretStore| {
             let ns = store.namespace();
             by_store
                 .state()
@@ -160,14 +167,21 @@ pub async fn run_controllers(
                 .filter(|sr| sr.namespace() == ns)
                 .map(|sr| ObjectRef::from_obj(sr.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        .watches(css_api, watcher::Config::default(), move |_: ClusterSecretStore| {
-            by_cluster_store
-                .state()
-                .iter()
-                .map(|sr| ObjectRef::from_obj(sr.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        });
+    if args.cluster_stores {
+        secretrefs = secretrefs.watches(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher::Config::default(),
+            move |_: ClusterSecretStore| {
+                by_cluster_store
+                    .state()
+                    .iter()
+                    .map(|sr| ObjectRef::from_obj(sr.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    }
+    let secretrefs = secretrefs
         .graceful_shutdown_on(shutdown.clone())
         .run(secretref::reconcile, secretref::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
@@ -179,7 +193,12 @@ pub async fn run_controllers(
         .for_each(|_| futures::future::ready(()));
 
     info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        namespaces = if namespaces.is_empty() {
+            "<all>".to_string()
+        } else {
+            namespaces.join(",")
+        },
+        cluster_stores = args.cluster_stores,
         concurrency = args.concurrency,
         "secretref controllers started"
     );
@@ -188,12 +207,12 @@ pub async fn run_controllers(
     info!("secretref controllers stopped");
 }
 
-/// A cached watch of `api`: the stream of changed objects, the cache, and a flag that turns
+/// A cache fed by `events`: the stream of changed objects, the cache, and a flag that turns
 /// true once the cache has listed. `on_removal` runs with the cache after an object was
 /// deleted or a re-list completed.
 #[allow(clippy::type_complexity)]
 fn cached<K>(
-    api: Api<K>,
+    events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
     on_removal: impl Fn(&reflector::Store<K>) + Send + 'static,
 ) -> (
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -206,8 +225,7 @@ where
     let (reader, writer) = reflector::store();
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let cache = reader.clone();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
+    let stream = events
         .modify(slim)
         .reflect(writer)
         .inspect(move |event| match event {

@@ -3,31 +3,26 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec},
-    coordination::v1::Lease,
-    core::v1::Secret,
-};
+use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Secret};
 use kube::{Api, api::PostParams};
 use secretref::{backend::SecretBackend, model::secret_data};
 use serde_json::json;
 
 use crate::{
-    release::{Process, Release},
-    support::{apply_json, eventually, service_account_client},
+    release::{Process, Release, effective_rules},
+    support::{apply_json, eventually},
 };
 
-const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(30);
 
-async fn target(release: &Release, ns: &str, name: &str) -> Option<Secret> {
+pub async fn target(release: &Release, ns: &str, name: &str) -> Option<Secret> {
     Api::<Secret>::namespaced(release.client.clone(), ns)
         .get_opt(name)
         .await
         .expect("get")
 }
 
-async fn wait_value(release: &Release, ns: &str, name: &str, key: &str, value: &str) {
+pub async fn wait_value(release: &Release, ns: &str, name: &str, key: &str, value: &str) {
     eventually(WAIT, &format!("{ns}/{name} to hold {key}"), || async {
         let s = target(release, ns, name).await?;
         (s.data?.get(key)?.0 == value.as_bytes()).then_some(())
@@ -35,60 +30,11 @@ async fn wait_value(release: &Release, ns: &str, name: &str, key: &str, value: &
     .await;
 }
 
-async fn wait_leading(p: &Process) {
+pub async fn wait_leading(p: &Process) {
     eventually(WAIT, &format!("{} to lead", p.identity), || async {
         (p.metric("secretref_leader") == 1.0).then_some(())
     })
     .await;
-}
-
-/// The effective permissions of the chart's ServiceAccount in one namespace, one sorted line
-/// per rule.
-async fn effective_rules(release: &Release, namespace: &str) -> Vec<String> {
-    let sa = service_account_client(
-        &release.client,
-        &release.ns.name,
-        &format!("{}-secretref", release.name),
-    )
-    .await;
-    let review = SelfSubjectRulesReview {
-        spec: SelfSubjectRulesReviewSpec {
-            namespace: Some(namespace.to_string()),
-        },
-        ..Default::default()
-    };
-    let status = Api::<SelfSubjectRulesReview>::all(sa)
-        .create(&PostParams::default(), &review)
-        .await
-        .expect("rules review")
-        .status
-        .expect("status");
-    let sorted = |mut v: Vec<String>| {
-        v.sort();
-        v.join(",")
-    };
-    let mut lines: Vec<String> = status
-        .resource_rules
-        .into_iter()
-        .map(|r| {
-            format!(
-                "groups={} resources={} verbs={}",
-                sorted(r.api_groups.unwrap_or_default()),
-                sorted(r.resources.unwrap_or_default()),
-                sorted(r.verbs)
-            )
-        })
-        .chain(status.non_resource_rules.into_iter().map(|r| {
-            format!(
-                "urls={} verbs={}",
-                sorted(r.non_resource_urls.unwrap_or_default()),
-                sorted(r.verbs)
-            )
-        }))
-        .collect();
-    lines.sort();
-    lines.dedup();
-    lines
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod support;
 
 mod leader;
 mod release;
+mod scoped;
 
 use secretref::api::crds_yaml;
 
@@ -19,25 +20,41 @@ fn generated_deploy_files_are_current() {
         chart_crds == crds_yaml().expect("crds"),
         "deploy/helm/secretref/files/crds.yaml is stale: run scripts/generate"
     );
-    let rendered = release::helm(&[
-        "template",
-        "secretref",
-        "deploy/helm/secretref",
-        "--namespace",
-        "secretref-system",
-    ]);
-    let kustomize = std::fs::read_to_string(root.join("deploy/kustomize/secretref.yaml")).expect("kustomize");
-    let body = kustomize.split_once('\n').map(|(_, rest)| rest).unwrap_or_default();
-    assert!(
-        body == rendered,
-        "deploy/kustomize/secretref.yaml is stale: run scripts/generate"
-    );
+    let scoped = [
+        "--set",
+        "scope.namespaces={apps}",
+        "--set",
+        "scope.storeNamespaces={secretref-store}",
+    ];
+    for (file, values) in [
+        ("deploy/kustomize/secretref.yaml", &[][..]),
+        ("deploy/kustomize/scoped/secretref.yaml", &scoped[..]),
+    ] {
+        let mut args = vec![
+            "template",
+            "secretref",
+            "deploy/helm/secretref",
+            "--namespace",
+            "secretref-system",
+        ];
+        args.extend(values);
+        let rendered = release::helm(&args);
+        let kustomize = std::fs::read_to_string(root.join(file)).expect("kustomize");
+        let body = kustomize.split_once('\n').map(|(_, rest)| rest).unwrap_or_default();
+        assert!(body == rendered, "{file} is stale: run scripts/generate");
+    }
     let lint = release::helm(&["lint", "--strict", "deploy/helm/secretref"]);
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
-    let built = support::kubectl()
-        .args(["kustomize", "deploy/kustomize"])
-        .current_dir(root)
-        .output()
-        .expect("kubectl");
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    for dir in ["deploy/kustomize", "deploy/kustomize/scoped"] {
+        let built = support::kubectl()
+            .args(["kustomize", dir])
+            .current_dir(root)
+            .output()
+            .expect("kubectl");
+        assert!(
+            built.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
 }

@@ -3,13 +3,17 @@
 
 use std::{collections::BTreeMap, process::Stdio};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::Client;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec},
+};
+use kube::{Api, Client, api::PostParams};
 use secretref::backend::kubernetes::KubernetesBackend;
 use serde_json::Value;
 
 use crate::support::{
-    TestNamespace, apply_json, client, free_port, http_get, install_crds, kubeconfig_path, repo_root, tools_bin,
+    TestNamespace, apply_json, client, free_port, http_get, install_crds, kubeconfig_path, repo_root,
+    service_account_client, tools_bin,
 };
 
 /// Runs the pinned helm in the repository root and returns its stdout.
@@ -31,11 +35,15 @@ pub struct Release {
     pub client: Client,
     pub ns: TestNamespace,
     pub name: String,
-    /// The namespace the release watches (`watchNamespace`), so that it never acts on other
-    /// tests' objects, with a default SecretStore over `store_ns`.
+    /// The namespaces the release watches (`watchNamespace`, or `scope.namespaces` for a
+    /// namespace-scoped install), so that it never acts on other tests' objects, each with a
+    /// default SecretStore over `store_ns`.
     pub app: TestNamespace,
-    pub _store_ns: TestNamespace,
+    pub apps: Vec<TestNamespace>,
+    pub store_ns: TestNamespace,
     pub store: KubernetesBackend,
+    /// The chart values (`--set`) of this release.
+    values: Vec<String>,
     kubeconfig: std::path::PathBuf,
 }
 
@@ -45,15 +53,15 @@ pub struct Process {
     pub identity: String,
 }
 
-/// Renders the chart for this release (metrics on `port`, watching `watch`) into JSON documents.
-fn render(name: &str, namespace: &str, port: u16, watch: &str) -> Vec<Value> {
+/// Renders the chart for this release (metrics on `port`, with `values`) into JSON documents.
+fn render(name: &str, namespace: &str, port: u16, values: &[String]) -> Vec<Value> {
     let port_value = format!("metrics.port={port}");
-    let watch_value = format!("watchNamespace={watch}");
-    #[rustfmt::skip]
-    let yaml = helm(&[
-        "template", name, "deploy/helm/secretref", "--namespace", namespace,
-        "--set", &port_value, "--set", &watch_value, "--set", "logFormat=text",
-    ]);
+    let mut args = vec!["template", name, "deploy/helm/secretref", "--namespace", namespace];
+    args.extend(["--set", &port_value, "--set", "logFormat=text"]);
+    for v in values {
+        args.extend(["--set", v.as_str()]);
+    }
+    let yaml = helm(&args);
     yaml.split("\n---")
         .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
         .filter(|v| v.get("kind").is_some())
@@ -61,23 +69,51 @@ fn render(name: &str, namespace: &str, port: u16, watch: &str) -> Vec<Value> {
 }
 
 impl Release {
-    /// Applies the whole rendered chart (CRDs, RBAC, ServiceAccount, Service, Deployment, ...)
-    /// and writes a kubeconfig holding a TokenRequest token of the chart's ServiceAccount.
+    /// Installs the cluster-wide chart, watching one namespace (see `install_with`).
     pub async fn install(prefix: &str) -> Release {
+        Self::install_with(prefix, 1, |app, _| vec![format!("watchNamespace={}", app[0])]).await
+    }
+
+    /// Installs the namespace-scoped chart over `apps` namespaces and the store namespace.
+    pub async fn install_scoped(prefix: &str, apps: usize) -> Release {
+        Self::install_with(prefix, apps, |apps, store| {
+            vec![
+                format!("scope.namespaces={{{}}}", apps.join(",")),
+                format!("scope.storeNamespaces={{{store}}}"),
+            ]
+        })
+        .await
+    }
+
+    /// Applies the whole rendered chart (CRDs, RBAC, ServiceAccount, Service, Deployment, ...)
+    /// with the values `values(app namespaces, store namespace)` gives, and writes a
+    /// kubeconfig holding a TokenRequest token of the chart's ServiceAccount.
+    pub async fn install_with(
+        prefix: &str,
+        apps: usize,
+        values: impl FnOnce(&[String], &str) -> Vec<String>,
+    ) -> Release {
         let client = client().await;
         install_crds(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let app = TestNamespace::new(&client, &format!("{prefix}-app")).await;
+        let mut app_namespaces = Vec::new();
+        for i in 0..apps {
+            app_namespaces.push(TestNamespace::new(&client, &format!("{prefix}-app{i}")).await);
+        }
         let store_ns = TestNamespace::new(&client, &format!("{prefix}-store")).await;
         let name = ns.name.clone();
-        for doc in render(&name, &ns.name, free_port(), &app.name) {
+        let app_names: Vec<String> = app_namespaces.iter().map(|n| n.name.clone()).collect();
+        let values = values(&app_names, &store_ns.name);
+        for doc in render(&name, &ns.name, free_port(), &values) {
             apply_json(&client, doc).await;
         }
-        apply_json(&client, serde_json::json!({
-            "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "store", "namespace": app.name },
-            "spec": { "default": true, "provider": { "kubernetes": { "namespace": store_ns.name } } }
-        }))
-        .await;
+        for app in &app_names {
+            apply_json(&client, serde_json::json!({
+                "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretStore", "metadata": { "name": "store", "namespace": app },
+                "spec": { "default": true, "provider": { "kubernetes": { "namespace": store_ns.name } } }
+            }))
+            .await;
+        }
         let store = KubernetesBackend::new(client.clone(), &store_ns.name);
         let sa = format!("{name}-secretref");
         let token = crate::support::service_account_token(&client, &ns.name, &sa).await;
@@ -102,13 +138,16 @@ impl Release {
              current-context: c\n"
         );
         std::fs::write(&kubeconfig, text).expect("write kubeconfig");
+        let app = app_namespaces.remove(0);
         Release {
             client,
             ns,
             name,
             app,
-            _store_ns: store_ns,
+            apps: app_namespaces,
+            store_ns,
             store,
+            values,
             kubeconfig,
         }
     }
@@ -117,7 +156,7 @@ impl Release {
     /// metrics port of its own, as pod `pod_name` would run.
     pub fn spawn(&self, pod_name: &str) -> Process {
         let port = free_port();
-        let deployment = render(&self.name, &self.ns.name, port, &self.app.name)
+        let deployment = render(&self.name, &self.ns.name, port, &self.values)
             .into_iter()
             .find(|d| d["kind"] == "Deployment")
             .expect("a Deployment");
@@ -181,4 +220,53 @@ impl Process {
                 .status();
         }
     }
+}
+
+/// The effective permissions of the chart's ServiceAccount in one namespace, one sorted line
+/// per rule.
+pub async fn effective_rules(release: &Release, namespace: &str) -> Vec<String> {
+    let sa = service_account_client(
+        &release.client,
+        &release.ns.name,
+        &format!("{}-secretref", release.name),
+    )
+    .await;
+    let review = SelfSubjectRulesReview {
+        spec: SelfSubjectRulesReviewSpec {
+            namespace: Some(namespace.to_string()),
+        },
+        ..Default::default()
+    };
+    let status = Api::<SelfSubjectRulesReview>::all(sa)
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("rules review")
+        .status
+        .expect("status");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.join(",")
+    };
+    let mut lines: Vec<String> = status
+        .resource_rules
+        .into_iter()
+        .map(|r| {
+            format!(
+                "groups={} resources={} verbs={}",
+                sorted(r.api_groups.unwrap_or_default()),
+                sorted(r.resources.unwrap_or_default()),
+                sorted(r.verbs)
+            )
+        })
+        .chain(status.non_resource_rules.into_iter().map(|r| {
+            format!(
+                "urls={} verbs={}",
+                sorted(r.non_resource_urls.unwrap_or_default()),
+                sorted(r.verbs)
+            )
+        }))
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
 }

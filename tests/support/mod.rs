@@ -225,7 +225,8 @@ impl Operator {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_port = free_port();
         let args = secretref::controller::RunArgs {
-            namespace: Some(namespace.to_string()),
+            namespaces: vec![namespace.to_string()],
+            cluster_stores: true,
             concurrency: 4,
             operator_namespace: namespace.to_string(),
             hash_key_secret: "secretref-hash-key".to_string(),
