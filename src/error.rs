@@ -58,6 +58,10 @@ impl SyncError {
                 source: BackendError::Misconfigured(_),
                 ..
             } => Reason::StoreNotReady,
+            SyncError::Backend {
+                source: BackendError::Invalid { .. },
+                ..
+            } => Reason::InvalidSecret,
             SyncError::Backend { .. } | SyncError::Kube { .. } => Reason::BackendUnavailable,
         }
     }

@@ -27,7 +27,7 @@ async fn setup(prefix: &str) -> (Client, TestNamespace) {
 async fn create(client: &Client, ns: &str, obj: Value) -> Result<(), String> {
     let kind = obj["kind"].as_str().expect("kind").to_string();
     let ar = resource(&kind);
-    let api: Api<DynamicObject> = if kind == "ClusterSecretStore" {
+    let api: Api<DynamicObject> = if kind.starts_with("Cluster") {
         Api::all_with(client.clone(), &ar)
     } else {
         Api::namespaced_with(client.clone(), ns, &ar)
@@ -405,4 +405,134 @@ async fn a_deleted_namespace_is_emptied_and_removed() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+fn cluster_secret_ref(name: &str, spec: Value) -> Value {
+    json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "ClusterSecretRef", "metadata": { "name": name }, "spec": spec })
+}
+
+/// ClusterSecretRefs: the README example is valid; the template goes through SecretRef's rules.
+#[tokio::test]
+async fn cluster_secretrefs_are_validated_like_secretrefs() {
+    let (client, ns) = setup("api-csref").await;
+    let name = |case: &str| format!("{}-{case}", ns.name);
+    let template = json!({ "metadata": { "name": "registry-creds" },
+                           "spec": { "secrets": [ { "name": "registry" } ], "target": { "type": "kubernetes.io/dockerconfigjson" } } });
+    let valid = cluster_secret_ref(
+        &name("ok"),
+        json!({ "namespaceSelector": { "matchLabels": { "team": "shop" } }, "namespaces": ["team-*"], "template": template }),
+    );
+    create(&client, &ns.name, valid)
+        .await
+        .expect("the README ClusterSecretRef is valid");
+    Api::<DynamicObject>::all_with(client.clone(), &resource("ClusterSecretRef"))
+        .delete(&name("ok"), &Default::default())
+        .await
+        .expect("clean up");
+    let spec = |secrets: Value, extra: Value| {
+        let mut template = json!({ "spec": { "secrets": secrets } });
+        if let (Some(t), Some(e)) = (template["spec"].as_object_mut(), extra.as_object()) {
+            t.extend(e.clone());
+        }
+        json!({ "namespaces": ["team-*"], "template": template })
+    };
+    let ok = || json!([{ "name": "a" }]);
+    for (case, spec, field) in [
+        (
+            "no-selection",
+            json!({ "template": { "spec": { "secrets": ok() } } }),
+            "spec.namespaces",
+        ),
+        (
+            "glob",
+            json!({ "namespaces": ["Team/*"], "template": { "spec": { "secrets": ok() } } }),
+            "spec.namespaces[0]",
+        ),
+        ("v1", spec(json!([]), json!({})), "spec.template.spec.secrets"),
+        (
+            "v2",
+            spec(json!([{ "name": "a b" }]), json!({})),
+            "spec.template.spec.secrets[0].name",
+        ),
+        (
+            "v3",
+            spec(ok(), json!({ "requiredKeys": ["1A"] })),
+            "spec.template.spec.requiredKeys[0]",
+        ),
+        (
+            "v7",
+            spec(ok(), json!({ "refreshInterval": "soon" })),
+            "spec.template.spec.refreshInterval",
+        ),
+        (
+            "v8",
+            spec(
+                ok(),
+                json!({ "files": [ { "key": "a", "format": "json", "template": "x" } ] }),
+            ),
+            "spec.template.spec.files[0].template",
+        ),
+        (
+            "name",
+            json!({ "namespaces": ["a"], "template": { "metadata": { "name": "Bad_Name" }, "spec": { "secrets": ok() } } }),
+            "spec.template.metadata.name",
+        ),
+    ] {
+        let err = create(&client, &ns.name, cluster_secret_ref(&name(case), spec))
+            .await
+            .expect_err(&format!("{case}: the API server accepted an invalid ClusterSecretRef"));
+        assert!(err.contains(field), "{case}: message does not name {field}: {err}");
+    }
+}
+
+/// Every form users type with the pinned kubectl: the kinds' singular, plural and short names
+/// resolve to one resource, and the category lists all of them.
+#[tokio::test]
+async fn kubectl_resolves_every_name_users_type() {
+    let (client, ns) = setup("api-kubectl").await;
+    create(
+        &client,
+        &ns.name,
+        secret_ref("web", json!({ "secrets": [{ "name": "a" }] })),
+    )
+    .await
+    .expect("secretref");
+    // A discovery cache of its own: kubectl keeps one for minutes, and an earlier run of the
+    // suite may have cached these CRDs as they were before.
+    let cache = support::repo_root().join(format!("target/kubectl-cache-{}", ns.name));
+    let run = |args: &[&str]| {
+        let out = kubectl()
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let n = ns.name.as_str();
+    assert!(run(&["get", "secretref", "web", "-n", n]).contains("web"));
+    assert!(run(&["get", "secretrefs", "web", "-n", n]).contains("web"));
+    assert!(run(&["get", "sref", "-n", n]).contains("web"));
+    assert!(run(&["get", "secretrefs", "-A"]).contains(n));
+    assert!(run(&["describe", "secretref", "web", "-n", n]).contains("Name:"));
+    run(&[
+        "patch",
+        "secretref",
+        "web",
+        "-n",
+        n,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    assert!(run(&["get", "secretref-all", "-n", n]).contains("secretref.secretref.dev/web"));
+    run(&["get", "csref"]); // the ClusterSecretRef short name resolves (run checks the exit code)
+    run(&["delete", "secretref", "web", "-n", n]);
+    assert!(!run(&["get", "secretrefs", "-n", n]).contains("web"));
 }

@@ -42,12 +42,19 @@ pub enum Reason {
     SecretNotFound,
     MissingRequiredKeys,
     InvalidKeys,
+    /// A secret in the backend is not a flat map of string values (binary data, nested JSON,
+    /// text that is not UTF-8): it is never half-read.
+    InvalidSecret,
     TargetConflict,
     TooLarge,
     TemplateError,
     BackendUnavailable,
     /// Store: the provider configuration cannot work (for example a bad namespace name).
     InvalidProvider,
+    /// ClusterSecretRef: every selected namespace holds its SecretRef, Ready.
+    Provisioned,
+    /// ClusterSecretRef: some selected namespaces do not (see `status.failures`).
+    NamespacesFailing,
 }
 
 impl Reason {
@@ -61,17 +68,20 @@ impl Reason {
             Reason::SecretNotFound => "SecretNotFound",
             Reason::MissingRequiredKeys => "MissingRequiredKeys",
             Reason::InvalidKeys => "InvalidKeys",
+            Reason::InvalidSecret => "InvalidSecret",
             Reason::TargetConflict => "TargetConflict",
             Reason::TooLarge => "TooLarge",
             Reason::TemplateError => "TemplateError",
             Reason::BackendUnavailable => "BackendUnavailable",
             Reason::InvalidProvider => "InvalidProvider",
+            Reason::Provisioned => "Provisioned",
+            Reason::NamespacesFailing => "NamespacesFailing",
         }
     }
 
     /// Whether the condition is `True` with this reason.
     pub const fn is_ready(self) -> bool {
-        matches!(self, Reason::Synced | Reason::Valid)
+        matches!(self, Reason::Synced | Reason::Valid | Reason::Provisioned)
     }
 }
 

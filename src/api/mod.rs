@@ -1,9 +1,11 @@
 //! The secretref.dev/v1alpha1 API: Rust types that generate the CRDs.
 
+pub mod cluster_secretref;
 pub mod condition;
 pub mod secretref;
 pub mod store;
 
+pub use cluster_secretref::*;
 pub use condition::{Condition, Reason};
 pub use secretref::*;
 pub use store::*;
@@ -18,7 +20,12 @@ pub const GROUP: &str = "secretref.dev";
 
 /// Every CRD secretref serves, in install order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![ClusterSecretStore::crd(), SecretStore::crd(), SecretRef::crd()];
+    let mut crds = vec![
+        ClusterSecretStore::crd(),
+        SecretStore::crd(),
+        SecretRef::crd(),
+        ClusterSecretRef::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
             if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {

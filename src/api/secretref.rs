@@ -22,7 +22,7 @@ use crate::model::{
     namespaced,
     status = "SecretRefStatus",
     shortname = "sref",
-    category = "secretref",
+    category = "secretref-all",
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),

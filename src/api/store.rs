@@ -15,7 +15,7 @@ use crate::model::{DEFAULT_ENVIRONMENT, ENVIRONMENT_PATTERN};
     doc = "A store of Modal-style secrets (named, environment-scoped sets of environment variables) that serves SecretRefs in its own namespace.",
     namespaced,
     status = "StoreStatus",
-    category = "secretref",
+    category = "secretref-all",
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
     printcolumn(
         name = "Ready",
@@ -51,7 +51,7 @@ pub struct SecretStoreSpec {
     kind = "ClusterSecretStore",
     doc = "A store of Modal-style secrets (named, environment-scoped sets of environment variables) shared by SecretRefs across namespaces.",
     status = "StoreStatus",
-    category = "secretref",
+    category = "secretref-all",
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
     printcolumn(
         name = "Ready",

@@ -23,8 +23,8 @@ pub struct Context {
     pub cluster_stores: Store<ClusterSecretStore>,
     /// Flip to true once each store cache has listed (see `wait_for_stores`).
     pub stores_synced: [tokio::sync::watch::Receiver<bool>; 2],
-    /// False in a namespace-scoped install: ClusterSecretStores are neither watched nor used.
-    pub cluster_stores_served: bool,
+    /// False in a namespace-scoped install: cluster-scoped kinds are neither watched nor used.
+    pub cluster_scoped: bool,
     pub backoff: Backoff,
     pub metrics: Arc<Metrics>,
     /// The resourceVersion of each Secret labelled as ours.

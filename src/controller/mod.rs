@@ -3,6 +3,7 @@
 
 mod backends;
 mod changes;
+mod cluster_secretref;
 mod context;
 mod events;
 mod hash_key;
@@ -44,10 +45,11 @@ pub struct RunArgs {
     /// stores name them.
     #[arg(long = "namespace", value_delimiter = ',', env = "SECRETREF_NAMESPACE")]
     pub namespaces: Vec<String>,
-    /// Serve ClusterSecretStores (`--cluster-stores=false` for a namespace-scoped install,
-    /// whose permissions stop at its namespaces: it then neither watches nor uses them).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SECRETREF_CLUSTER_STORES")]
-    pub cluster_stores: bool,
+    /// Serve the cluster-scoped kinds, ClusterSecretStore and ClusterSecretRef
+    /// (`--cluster-scoped=false` for a namespace-scoped install, whose permissions stop at its
+    /// namespaces: it then neither watches nor uses them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SECRETREF_CLUSTER_SCOPED")]
+    pub cluster_scoped: bool,
     /// How many SecretRefs to reconcile at once.
     #[arg(long, default_value_t = 16, env = "SECRETREF_CONCURRENCY")]
     pub concurrency: u16,

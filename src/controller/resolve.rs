@@ -46,7 +46,7 @@ pub async fn store(sr: &SecretRef, ctx: &Context) -> Result<ResolvedStore, SyncE
                 })?;
             from_secret_store(&secret_store)
         }
-        Some(r) if !ctx.cluster_stores_served => {
+        Some(r) if !ctx.cluster_scoped => {
             return Err(SyncError::ClusterStoresNotServed { name: r.name.clone() });
         }
         Some(r) => {

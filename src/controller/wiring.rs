@@ -8,7 +8,7 @@ use futures::{
     future::{BoxFuture, Shared},
     stream::BoxStream,
 };
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
     api::PartialObjectMeta,
@@ -24,13 +24,14 @@ use super::{
     Backoff, Context, FORCE_SYNC_ANNOTATION, RunArgs,
     backends::{Backends, cluster_store_key, secret_store_key},
     changes::Feeds,
+    cluster_secretref::{self, FleetContext},
     reads::SharedReads,
     scope, secretref, store,
     usage::{self, Usage},
     watched::TargetVersions,
 };
 use crate::{
-    api::{ClusterSecretStore, SecretRef, SecretStore},
+    api::{ClusterSecretRef, ClusterSecretStore, SecretRef, SecretStore},
     desired::{MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL},
     hash::HashKey,
     metrics::Metrics,
@@ -64,7 +65,7 @@ pub async fn run_controllers(
     .touched_objects();
     // A namespace-scoped install may not watch ClusterSecretStores: it serves none, and its
     // cache of them is empty from the start.
-    let css_events = if args.cluster_stores {
+    let css_events = if args.cluster_scoped {
         watcher(
             Api::<ClusterSecretStore>::all(client.clone()),
             watcher::Config::default(),
@@ -118,7 +119,7 @@ pub async fn run_controllers(
         secret_stores: ss_reader,
         cluster_stores: css_reader,
         stores_synced: [ss_synced, css_synced],
-        cluster_stores_served: args.cluster_stores,
+        cluster_scoped: args.cluster_scoped,
         backoff: Backoff::default(),
         metrics,
         targets: target_versions,
@@ -131,6 +132,7 @@ pub async fn run_controllers(
     });
 
     let (sr_reader, sr_writer) = reflector::store();
+    let (owner_changes, owners_woken) = futures::channel::mpsc::unbounded::<ObjectRef<ClusterSecretRef>>();
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
     let spec_changes = scope::watch::<SecretRef>(&client, namespaces, watcher::Config::default())
         .modify(slim)
@@ -139,10 +141,20 @@ pub async fn run_controllers(
             // A deleted SecretRef reads nothing any more (a re-list also drops the ones
             // deleted while the watch was down).
             let (usage, reader) = (usage.clone(), sr_reader.clone());
-            move |event| match event {
-                Ok(watcher::Event::Delete(sr)) => usage.forget(&usage::object_ref(sr)),
-                Ok(watcher::Event::InitDone) => usage.retain(|r| reader.get(r).is_some()),
-                _ => {}
+            let owners = owner_changes.clone();
+            move |event| {
+                match event {
+                    Ok(watcher::Event::Delete(sr)) => usage.forget(&usage::object_ref(sr)),
+                    Ok(watcher::Event::InitDone) => usage.retain(|r| reader.get(r).is_some()),
+                    _ => {}
+                }
+                // Any change of a SecretRef a ClusterSecretRef keeps (its status too) updates
+                // the ClusterSecretRef's counts.
+                if let Ok(watcher::Event::Apply(sr) | watcher::Event::Delete(sr)) = event {
+                    for owner in sr.owner_references().iter().filter(|o| o.kind == "ClusterSecretRef") {
+                        let _ = owners.unbounded_send(ObjectRef::new(&owner.name));
+                    }
+                }
             }
         })
         .applied_objects()
@@ -150,6 +162,14 @@ pub async fn run_controllers(
 
     let by_store = sr_reader.clone();
     let by_cluster_store = sr_reader.clone();
+    let fleet = fleet_controller(
+        &client,
+        args,
+        sr_reader.clone(),
+        ctx.metrics.clone(),
+        owners_woken,
+        shutdown.clone(),
+    );
     // A store change re-checks the SecretRefs that may use it (those of its namespace, or all).
     let store_changes = scope::watch::<SecretStore>(&client, namespaces, watcher::Config::default()).touched_objects();
     let mut secretrefs = Controller::for_stream(spec_changes, sr_reader)
@@ -168,7 +188,7 @@ pub async fn run_controllers(
                 .map(|sr| ObjectRef::from_obj(sr.as_ref()))
                 .collect::<Vec<_>>()
         });
-    if args.cluster_stores {
+    if args.cluster_scoped {
         secretrefs = secretrefs.watches(
             Api::<ClusterSecretStore>::all(client.clone()),
             watcher::Config::default(),
@@ -198,13 +218,58 @@ pub async fn run_controllers(
         } else {
             namespaces.join(",")
         },
-        cluster_stores = args.cluster_stores,
+        cluster_scoped = args.cluster_scoped,
         concurrency = args.concurrency,
         "secretref controllers started"
     );
-    tokio::join!(secretrefs, ss, css);
+    tokio::join!(secretrefs, ss, css, fleet);
     backends.stop();
     info!("secretref controllers stopped");
+}
+
+/// The ClusterSecretRef controller, when this installation serves cluster-scoped kinds and
+/// every namespace (it must see every SecretRef it could collide with).
+fn fleet_controller(
+    client: &Client,
+    args: &RunArgs,
+    secretrefs: reflector::Store<SecretRef>,
+    metrics: Arc<Metrics>,
+    owners_woken: futures::channel::mpsc::UnboundedReceiver<ObjectRef<ClusterSecretRef>>,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+) -> BoxFuture<'static, ()> {
+    if !args.cluster_scoped || !args.namespaces.is_empty() {
+        return futures::FutureExt::boxed(futures::future::ready(()));
+    }
+    let (ns_reader, ns_writer) = reflector::store();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ns_writer)
+    .touched_objects();
+    let ctx = Arc::new(FleetContext {
+        client: client.clone(),
+        namespaces: ns_reader,
+        secretrefs,
+        metrics,
+    });
+    let csr_api = Api::<ClusterSecretRef>::all(client.clone());
+    let controller = Controller::new(csr_api, watcher::Config::default());
+    let all = controller.store();
+    let fleet = controller
+        // A namespace created, relabelled or deleted may enter or leave any selection.
+        .watches_stream(namespaces, move |_| {
+            all.state()
+                .iter()
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(owners_woken)
+        .graceful_shutdown_on(shutdown)
+        .run(cluster_secretref::reconcile, cluster_secretref::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+    futures::FutureExt::boxed(fleet)
 }
 
 /// A cache fed by `events`: the stream of changed objects, the cache, and a flag that turns

@@ -222,13 +222,20 @@ pub struct Operator {
 impl Operator {
     /// Starts the controllers on `client` for `namespace` (which also holds the hash key).
     pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, vec![namespace.to_string()], namespace)
+    }
+
+    /// Starts the controllers watching `namespaces` (empty: all of them, as a cluster-wide
+    /// install does; only for tests that run alone in their test binary) with the hash key in
+    /// `operator_namespace`.
+    pub fn start_with(client: &Client, namespaces: Vec<String>, operator_namespace: &str) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_port = free_port();
         let args = secretref::controller::RunArgs {
-            namespaces: vec![namespace.to_string()],
-            cluster_stores: true,
+            namespaces,
+            cluster_scoped: true,
             concurrency: 4,
-            operator_namespace: namespace.to_string(),
+            operator_namespace: operator_namespace.to_string(),
             hash_key_secret: "secretref-hash-key".to_string(),
             leader_elect: false,
             lease_name: "secretref-leader".to_string(),
