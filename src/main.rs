@@ -20,6 +20,8 @@ async fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Secret(command) => secretref::cli::secret::run(command).await,
+        Command::Env(command) => secretref::cli::secret::run_env(command).await,
+        Command::Status(args) => secretref::cli::status::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

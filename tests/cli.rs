@@ -56,8 +56,16 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        let mut all = vec!["secret"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--store", &self.store]);
+        self.binary(&all, env, stdin)
+    }
+
+    /// Runs the binary with exactly `args`.
+    fn binary(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_secretref"));
-        cmd.arg("secret").args(args).arg("--store").arg(&self.store);
+        cmd.args(args);
         cmd.env("KUBECONFIG", kubeconfig_path())
             .env_remove("SECRETREF_ENVIRONMENT");
         for (k, v) in env {
@@ -85,7 +93,7 @@ impl Cli {
     /// Runs `args`, expects failure with a message containing `needle`, and checks nothing was
     /// written (the listing is unchanged).
     fn fails(&self, args: &[&str], needle: &str) {
-        let before = self.ok(&["list", "--json"]);
+        let before = self.ok(&["list", "--json", "--all-environments"]);
         let r = self.run(args, &[], None);
         assert!(!r.ok, "{args:?} succeeded: {}", r.stdout);
         assert!(
@@ -93,13 +101,18 @@ impl Cli {
             "{args:?}: message lacks {needle:?}: {}",
             r.stderr
         );
-        assert_eq!(self.ok(&["list", "--json"]), before, "{args:?} wrote something");
+        assert_eq!(
+            self.ok(&["list", "--json", "--all-environments"]),
+            before,
+            "{args:?} wrote something"
+        );
     }
 
-    fn list(&self, env: &[&str]) -> Vec<Value> {
-        let mut args = vec!["list", "--json"];
-        args.extend_from_slice(env);
-        serde_json::from_str(&self.ok(&args)).expect("json")
+    /// `secret list --json` with `args` (none: every environment).
+    fn list(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(if args.is_empty() { &["--all-environments"] } else { args });
+        serde_json::from_str(&self.ok(&all)).expect("json")
     }
 
     fn file(&self, name: &str, text: &str) -> String {
@@ -118,6 +131,7 @@ fn keys_of(describe: &str) -> Vec<String> {
         .unwrap_or_default()
         .lines()
         .skip(1)
+        .take_while(|l| l.starts_with("  "))
         .map(|l| l.trim().to_string())
         .collect()
 }
@@ -182,7 +196,7 @@ async fn create_merges_inputs_in_order_and_never_prints_values() {
         [("dev", "app", 1), ("prod", "piped", 1), ("staging", "viaenv", 1)]
     );
     assert_eq!(cli.list(&["-e", "prod"]).len(), 1);
-    let table = cli.ok(&["list"]);
+    let table = cli.ok(&["list", "--all-environments"]);
     assert!(
         table.contains("NAME") && table.contains("piped") && !table.contains("from-stdin"),
         "{table}"
@@ -318,4 +332,124 @@ async fn works_as_a_kubectl_plugin() {
         .expect("kubectl runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("plugged"));
+}
+
+/// Modal's everyday operations: environments, values from the caller's environment, who uses
+/// a secret, and what is synced where.
+#[tokio::test]
+async fn environments_from_env_users_and_status() {
+    let cli = Cli::new("cli-ops").await;
+    let _operator = Operator::start(&cli.client, &cli.ns.name);
+    let env = [("CLI_OPS_TOKEN", "from-my-shell"), ("CLI_OPS_USER", "robot")];
+    let r = cli.run(
+        &[
+            "create",
+            "svc",
+            "--from-env",
+            "CLI_OPS_TOKEN",
+            "--from-env",
+            "CLI_OPS_USER",
+            "-e",
+            "prod",
+        ],
+        &env,
+        None,
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(!r.stdout.contains("from-my-shell"), "{}", r.stdout);
+    let values = cli_secret_values(&cli, "prod", "svc").await;
+    assert_eq!(values["CLI_OPS_TOKEN"], "from-my-shell");
+    assert_eq!(values["CLI_OPS_USER"], "robot");
+    // All or nothing: one unset key and nothing is written.
+    cli.fails(
+        &["create", "half", "A=1", "--from-env", "CLI_OPS_NOT_SET"],
+        "--from-env CLI_OPS_NOT_SET: is not set",
+    );
+    cli.ok(&["create", "a", "K=1"]);
+    cli.ok(&["create", "b", "K=1"]);
+
+    // `secret list` shows the default environment (dev), --all-environments every one.
+    let names = |rows: Vec<Value>| {
+        rows.iter()
+            .map(|r| r["name"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    let default_env: Vec<Value> = serde_json::from_str(&cli.ok(&["list", "--json"])).expect("json");
+    assert_eq!(names(default_env), ["a", "b"]);
+    assert_eq!(names(cli.list(&["-e", "prod"])), ["svc"]);
+    assert_eq!(names(cli.list(&[])), ["a", "b", "svc"]);
+    let envs = cli.binary(&["env", "list", "--store", &cli.store, "--json"], &[], None);
+    assert!(envs.ok, "{}", envs.stderr);
+    let envs: Value = serde_json::from_str(&envs.stdout).expect("json");
+    assert_eq!(
+        envs,
+        json!([{ "environment": "dev", "secrets": 2, "default": true }, { "environment": "prod", "secrets": 1, "default": false }])
+    );
+    let table = cli.binary(&["env", "list", "--store", &cli.store], &[], None);
+    assert!(
+        table.stdout.contains("ENVIRONMENT") && table.stdout.contains("prod"),
+        "{}",
+        table.stdout
+    );
+
+    // describe names the SecretRefs that read the secret, with their state.
+    let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "secretref.dev",
+        "v1alpha1",
+        "SecretRef",
+    ));
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(cli.client.clone(), &cli.ns.name, &ar);
+    for (name, env) in [("reader", "prod"), ("other-env", "dev")] {
+        let sr = json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef", "metadata": { "name": name },
+            "spec": { "storeRef": { "name": cli.store }, "environment": env, "secrets": [{ "name": "svc" }] } });
+        api.patch(name, &PatchParams::apply("secretref-tests"), &Patch::Apply(&sr))
+            .await
+            .expect("secretref");
+    }
+    let ns = cli.ns.name.clone();
+    let status = eventually(Duration::from_secs(30), "reader synced in status", || async {
+        let r = cli.binary(&["status", "-n", &ns, "-o", "json"], &[], None);
+        let rows: Value = serde_json::from_str(&r.stdout).ok()?;
+        let reader = rows.as_array()?.iter().find(|r| r["name"] == "reader")?.clone();
+        (reader["reason"] == "Synced").then_some(rows)
+    })
+    .await;
+    let reader = status
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"] == "reader")
+        .expect("reader")
+        .clone();
+    assert_eq!(reader["keys"], 2);
+    assert_eq!(reader["environment"], "prod");
+    assert_eq!(reader["store"], format!("ClusterSecretStore/{}", cli.store));
+    assert_eq!(reader["target"], "reader");
+    let other = status
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"] == "other-env")
+        .expect("other")
+        .clone();
+    assert_eq!(other["reason"], "SecretNotFound");
+    let described = cli.ok(&["describe", "svc", "-e", "prod"]);
+    assert!(
+        described.contains(&format!("{ns}/reader  Ready=True Synced  target reader")),
+        "{described}"
+    );
+    assert!(
+        !described.contains("other-env"),
+        "another environment's reader: {described}"
+    );
+    assert!(!described.contains("from-my-shell"), "{described}");
+    let table = cli.binary(&["status", "-n", &ns], &[], None);
+    assert!(
+        table.ok && table.stdout.contains("LAST SYNC") && table.stdout.contains("reader"),
+        "{}",
+        table.stderr
+    );
+    let yaml = cli.binary(&["status", "-A", "-o", "yaml"], &[], None);
+    assert!(yaml.ok && yaml.stdout.contains("kind: SecretRef"), "{}", yaml.stderr);
+    assert!(!yaml.stdout.contains("from-my-shell"));
 }

@@ -26,6 +26,9 @@ use crate::model::{
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keyCount", priority = 1),
+    printcolumn(name = "Store", type_ = "string", json_path = ".status.store", priority = 1),
+    printcolumn(name = "Environment", type_ = "string", json_path = ".status.environment", priority = 1),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // The target defaults to metadata.name, so immutability covers the effective name: setting
@@ -223,6 +226,16 @@ pub struct SecretRefStatus {
     /// The secrets read in the last successful sync, with their backend versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceStatus>,
+    /// The store read in the last successful sync (`ClusterSecretStore/<name>` or
+    /// `SecretStore/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// The environment read in the last successful sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// How many keys the target holds from this SecretRef (merged keys and `files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<u32>,
     /// `Ready` says whether the target matches the backend (reason `Synced`) or why not.
     #[serde(default)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]

@@ -24,7 +24,9 @@ pub enum InputError {
     },
     #[error("{0}")]
     Stdin(String),
-    #[error("no keys given: pass KEY=VALUE arguments, --from-dotenv or --from-json")]
+    #[error("--from-env {key}: {why} in this environment")]
+    EnvUnset { key: String, why: &'static str },
+    #[error("no keys given: pass KEY=VALUE arguments, --from-env, --from-dotenv or --from-json")]
     Empty,
 }
 
@@ -66,10 +68,34 @@ impl ValueSource for Stdin {
     }
 }
 
-/// Merges the inputs in order (arguments, then the dotenv file, then the JSON file; later
-/// wins) and checks every key. Nothing is returned unless everything is valid.
+/// Takes `keys` from the caller's own environment (Modal's `Secret.from_local_environ`): a key
+/// that is not set (or not UTF-8 text) is an error naming it.
+pub fn from_env(
+    keys: &[String],
+    lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<SecretData, InputError> {
+    let mut data = SecretData::new();
+    for key in keys {
+        check_key(key, " (--from-env)")?;
+        let value = lookup(key).ok_or_else(|| InputError::EnvUnset {
+            key: key.clone(),
+            why: "is not set",
+        })?;
+        let value = value.into_string().map_err(|_| InputError::EnvUnset {
+            key: key.clone(),
+            why: "is not UTF-8 text",
+        })?;
+        data.insert(key.clone(), SecretValue::new(value));
+    }
+    Ok(data)
+}
+
+/// Merges the inputs in order (arguments, then `environment` (the `--from-env` keys), then
+/// the dotenv file, then the JSON file; later wins) and checks every key. Nothing is returned
+/// unless everything is valid.
 pub fn collect(
     assignments: &[String],
+    environment: SecretData,
     dotenv: Option<&Path>,
     json: Option<&Path>,
     stdin: &mut dyn ValueSource,
@@ -87,6 +113,7 @@ pub fn collect(
         };
         data.insert(key.to_string(), SecretValue::new(value));
     }
+    data.extend(environment);
     if let Some(path) = dotenv {
         data.extend(parse_dotenv(&path.display().to_string(), &read(path)?)?);
     }
@@ -195,6 +222,23 @@ pub fn parse_json(path: &str, text: &str) -> Result<SecretData, InputError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn from_env_takes_set_keys_and_names_unset_ones() {
+        let lookup = |k: &str| (k == "TOKEN").then(|| std::ffi::OsString::from("s3cret"));
+        let d = from_env(&["TOKEN".to_string()], lookup).expect("set");
+        assert_eq!(d["TOKEN"].expose(), "s3cret");
+        let err = from_env(&["TOKEN".to_string(), "MISSING".to_string()], lookup).expect_err("unset");
+        assert_eq!(err.to_string(), "--from-env MISSING: is not set in this environment");
+        let err = from_env(&["1BAD".to_string()], lookup).expect_err("bad key");
+        assert!(err.to_string().contains("\"1BAD\""), "{err}");
+        let merged = collect(&["TOKEN=arg".to_string()], d, None, None, &mut Fake(vec![])).expect("merge");
+        assert_eq!(
+            merged["TOKEN"].expose(),
+            "s3cret",
+            "--from-env comes after the arguments"
+        );
+    }
+
     struct Fake(Vec<&'static str>);
     impl ValueSource for Fake {
         fn read_value(&mut self, _key: &str) -> Result<String, InputError> {
@@ -222,7 +266,7 @@ mod tests {
         let env = temp("a.env", "A=from-dotenv\nB=from-dotenv\n");
         let json = temp("a.json", r#"{"B": "from-json", "C": "c"}"#);
         let args = vec!["A=arg".to_string(), "Z=z=with=equals".into()];
-        let d = collect(&args, Some(&env), Some(&json), &mut Fake(vec![])).expect("valid");
+        let d = collect(&args, SecretData::new(), Some(&env), Some(&json), &mut Fake(vec![])).expect("valid");
         assert_eq!(
             values(&d),
             [
@@ -236,18 +280,49 @@ mod tests {
 
     #[test]
     fn dash_reads_the_value_from_stdin() {
-        let d = collect(&["TOKEN=-".to_string()], None, None, &mut Fake(vec!["s3cret"])).expect("valid");
+        let d = collect(
+            &["TOKEN=-".to_string()],
+            SecretData::new(),
+            None,
+            None,
+            &mut Fake(vec!["s3cret"]),
+        )
+        .expect("valid");
         assert_eq!(values(&d), [("TOKEN", "s3cret")]);
     }
 
     #[test]
     fn bad_arguments_name_the_problem_not_the_value() {
-        let err = collect(&["hunter2".to_string()], None, None, &mut Fake(vec![])).expect_err("no =");
+        let err = collect(
+            &["hunter2".to_string()],
+            SecretData::new(),
+            None,
+            None,
+            &mut Fake(vec![]),
+        )
+        .expect_err("no =");
         assert!(err.to_string().starts_with("argument 1: expected KEY=VALUE") && !err.to_string().contains("hunter2"));
-        let err = collect(&["1BAD=hunter2".to_string()], None, None, &mut Fake(vec![])).expect_err("bad key");
+        let err = collect(
+            &["1BAD=hunter2".to_string()],
+            SecretData::new(),
+            None,
+            None,
+            &mut Fake(vec![]),
+        )
+        .expect_err("bad key");
         assert!(err.to_string().contains("\"1BAD\"") && !err.to_string().contains("hunter2"));
-        assert_eq!(collect(&[], None, None, &mut Fake(vec![])), Err(InputError::Empty));
-        let err = collect(&[], Some(Path::new("/nonexistent/x.env")), None, &mut Fake(vec![])).expect_err("missing");
+        assert_eq!(
+            collect(&[], SecretData::new(), None, None, &mut Fake(vec![])),
+            Err(InputError::Empty)
+        );
+        let err = collect(
+            &[],
+            SecretData::new(),
+            Some(Path::new("/nonexistent/x.env")),
+            None,
+            &mut Fake(vec![]),
+        )
+        .expect_err("missing");
         assert_eq!(err.to_string(), "/nonexistent/x.env: entity not found");
     }
 

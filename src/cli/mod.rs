@@ -2,6 +2,8 @@
 
 pub mod input;
 pub mod secret;
+pub mod status;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -24,6 +26,45 @@ pub enum Command {
     /// Manage Modal-style secrets in a store.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// The environments of a store.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// What is synced where: SecretRefs and ClusterSecretRefs with their state.
+    Status(StatusArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvCommand {
+    /// List the environments that hold secrets, each with its secret count.
+    List {
+        /// The ClusterSecretStore to use (default: the one marked `default: true`).
+        #[arg(long)]
+        store: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How `status` prints.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this namespace (default: the kubeconfig context's namespace, else `default`).
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every namespace (and the ClusterSecretRefs).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// Where a `secret` command works: the store and the environment.
@@ -39,13 +80,18 @@ pub struct Target {
 
 #[derive(Subcommand, Debug)]
 pub enum SecretCommand {
-    /// Create a secret from KEY=VALUE arguments, a dotenv file and/or a JSON file
-    /// (merged in that order; later wins). `KEY=-` reads that value from stdin.
+    /// Create a secret from KEY=VALUE arguments, keys of your own environment (--from-env), a
+    /// dotenv file and/or a JSON file (merged in that order; later wins). `KEY=-` reads that
+    /// value from stdin.
     Create {
         /// The secret's name (1-64 characters of [A-Za-z0-9._-]).
         name: String,
         /// KEY=VALUE pairs.
         assignments: Vec<String>,
+        /// Take KEY's value from this command's own environment (repeatable); an unset KEY is
+        /// an error.
+        #[arg(long, value_name = "KEY")]
+        from_env: Vec<String>,
         /// Read keys from a dotenv file.
         #[arg(long, value_name = "PATH")]
         from_dotenv: Option<PathBuf>,
@@ -58,15 +104,18 @@ pub enum SecretCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// List secrets (never their values).
+    /// List the secrets of an environment (never their values).
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every environment, not only the one chosen by -e (or the store's default).
+        #[arg(long)]
+        all_environments: bool,
         #[command(flatten)]
         target: Target,
     },
-    /// Show a secret's keys (never its values).
+    /// Show a secret's keys (never its values) and the SecretRefs that use it.
     Describe {
         name: String,
         #[command(flatten)]

@@ -1,15 +1,18 @@
-//! `secretref secret ...`: manages Modal-style secrets through the same backend trait the
-//! operator reads with.
+//! `secretref secret ...` and `secretref env ...`: manage Modal-style secrets through the same
+//! backend trait the operator reads with.
 
-use std::{io::IsTerminal, sync::Arc};
+use std::io::IsTerminal;
 
-use anyhow::{Context as _, anyhow, bail};
-use kube::{Api, Client, ResourceExt, api::ListParams};
+use anyhow::{anyhow, bail};
+use kube::ResourceExt;
 
-use super::{SecretCommand, Target, input};
+use super::{
+    EnvCommand, SecretCommand, Target, input,
+    status::{Row, users_of},
+    store::{Connected, connect},
+};
 use crate::{
-    api::{ClusterSecretStore, SecretRef, StoreKind},
-    backend::{BackendError, BuildContext, SecretBackend, SecretSummary, for_provider},
+    backend::{BackendError, SecretSummary},
     model::{is_environment_name, is_secret_name},
 };
 
@@ -18,6 +21,7 @@ pub async fn run(command: SecretCommand) -> anyhow::Result<()> {
         SecretCommand::Create {
             name,
             assignments,
+            from_env,
             from_dotenv,
             from_json,
             force,
@@ -26,18 +30,21 @@ pub async fn run(command: SecretCommand) -> anyhow::Result<()> {
             check_name(&name)?;
             check_environment(&target)?;
             // Parse everything before touching the cluster: all or nothing.
+            let environment = input::from_env(&from_env, |k| std::env::var_os(k))?;
             let data = input::collect(
                 &assignments,
+                environment,
                 from_dotenv.as_deref(),
                 from_json.as_deref(),
                 &mut input::Stdin::default(),
             )?;
-            let (store, backend, env) = connect(&target).await?;
+            let c = connect_to(&target).await?;
+            let (store, env) = (&c.label, &c.environment);
             let keys = data.len();
             if force {
-                backend.replace(&env, &name, data).await?;
+                c.backend.replace(env, &name, data).await?;
             } else {
-                backend.create(&env, &name, data).await.map_err(|e| match e {
+                c.backend.create(env, &name, data).await.map_err(|e| match e {
                     BackendError::AlreadyExists { .. } => anyhow!("{e} (use --force to replace it)"),
                     e => e.into(),
                 })?;
@@ -48,18 +55,25 @@ pub async fn run(command: SecretCommand) -> anyhow::Result<()> {
                 if keys == 1 { "" } else { "s" }
             );
         }
-        SecretCommand::List { json, target } => {
+        SecretCommand::List {
+            json,
+            all_environments,
+            target,
+        } => {
             check_environment(&target)?;
-            let (_, backend, _) = connect(&target).await?;
-            let secrets = backend.list(target.environment.as_deref()).await?;
+            let c = connect_to(&target).await?;
+            let environment = (!all_environments).then_some(c.environment.as_str());
+            let secrets = c.backend.list(environment).await?;
             print_list(&secrets, json)?;
         }
         SecretCommand::Describe { name, target } => {
             check_name(&name)?;
             check_environment(&target)?;
-            let (store, backend, env) = connect(&target).await?;
-            let secret = backend
-                .get(&env, &name)
+            let c = connect_to(&target).await?;
+            let (store, env) = (&c.label, &c.environment);
+            let secret = c
+                .backend
+                .get(env, &name)
                 .await?
                 .ok_or_else(|| anyhow!("secret {name:?} not found in environment {env:?} of {store}"))?;
             println!(
@@ -75,6 +89,19 @@ pub async fn run(command: SecretCommand) -> anyhow::Result<()> {
             for key in secret.data.keys() {
                 println!("  {key}");
             }
+            match users(&c, &name).await {
+                None => println!("Used by:     (SecretRefs cannot be listed with these credentials)"),
+                Some(users) if users.is_empty() => println!("Used by:     no SecretRef"),
+                Some(users) => {
+                    println!("Used by ({}):", users.len());
+                    for u in users {
+                        println!(
+                            "  {}/{}  Ready={} {}  target {}",
+                            u.namespace, u.name, u.ready, u.reason, u.target
+                        );
+                    }
+                }
+            }
         }
         SecretCommand::Delete {
             name,
@@ -84,29 +111,82 @@ pub async fn run(command: SecretCommand) -> anyhow::Result<()> {
         } => {
             check_name(&name)?;
             check_environment(&target)?;
-            let (store, backend, env) = connect(&target).await?;
-            if backend.get(&env, &name).await?.is_none() {
+            let c = connect_to(&target).await?;
+            let (store, env) = (&c.label, &c.environment);
+            if c.backend.get(env, &name).await?.is_none() {
                 if allow_missing {
                     println!("Secret {name:?} does not exist in environment {env:?}; nothing to delete");
                     return Ok(());
                 }
                 bail!("secret {name:?} not found in environment {env:?} of {store} (use --allow-missing to ignore)");
             }
-            let users = referencing(&store_name(&store), &name).await?;
-            if !users.is_empty() {
-                eprintln!("Secret {name:?} is used by these SecretRefs (they will fail with SecretNotFound):");
-                for u in &users {
-                    eprintln!("  {u}");
+            match users(&c, &name).await {
+                None => eprintln!("warning: cannot list SecretRefs to check who uses this secret"),
+                Some(users) if users.is_empty() => {}
+                Some(users) => {
+                    eprintln!("Secret {name:?} is used by these SecretRefs (they will fail with SecretNotFound):");
+                    for u in &users {
+                        eprintln!("  {}/{}", u.namespace, u.name);
+                    }
                 }
             }
             if !yes && !confirm(&format!("Delete secret {name:?} from environment {env:?} of {store}?"))? {
                 bail!("not deleted");
             }
-            backend.delete(&env, &name).await?;
+            c.backend.delete(env, &name).await?;
             println!("Deleted secret {name:?} from environment {env:?} of {store}");
         }
     }
     Ok(())
+}
+
+pub async fn run_env(command: EnvCommand) -> anyhow::Result<()> {
+    match command {
+        EnvCommand::List { store, json } => {
+            let c = connect(store.as_deref(), None).await?;
+            let mut counts = std::collections::BTreeMap::<String, usize>::new();
+            for s in c.backend.list(None).await? {
+                *counts.entry(s.environment).or_default() += 1;
+            }
+            if json {
+                let rows: Vec<serde_json::Value> = counts
+                    .iter()
+                    .map(|(e, n)| serde_json::json!({ "environment": e, "secrets": n, "default": *e == c.environment }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if counts.is_empty() {
+                eprintln!("No secrets in {} yet.", c.label);
+                return Ok(());
+            }
+            let mut table = comfy_table::Table::new();
+            table
+                .load_preset(comfy_table::presets::NOTHING)
+                .set_header(["ENVIRONMENT", "SECRETS", "DEFAULT"]);
+            for (environment, n) in &counts {
+                let default = if *environment == c.environment { "yes" } else { "" };
+                table.add_row([environment.clone(), n.to_string(), default.to_string()]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+async fn connect_to(target: &Target) -> anyhow::Result<Connected> {
+    connect(target.store.as_deref(), target.environment.as_deref()).await
+}
+
+async fn users(c: &Connected, secret: &str) -> Option<Vec<Row>> {
+    users_of(
+        &c.client,
+        &c.store.name_any(),
+        &c.store.spec.default_environment,
+        &c.environment,
+        secret,
+    )
+    .await
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -123,66 +203,6 @@ fn check_environment(target: &Target) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// Finds the store (named, or the oldest default) and its backend and environment.
-async fn connect(target: &Target) -> anyhow::Result<(String, Arc<dyn SecretBackend>, String)> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to Kubernetes (is KUBECONFIG set?)")?;
-    let api: Api<ClusterSecretStore> = Api::all(client.clone());
-    let store = match &target.store {
-        Some(name) => api
-            .get_opt(name)
-            .await
-            .with_context(|| format!("reading ClusterSecretStore {name:?}"))?
-            .ok_or_else(|| anyhow!("ClusterSecretStore {name:?} not found"))?,
-        None => {
-            let mut defaults: Vec<ClusterSecretStore> = api
-                .list(&ListParams::default())
-                .await
-                .context("listing ClusterSecretStores")?
-                .items;
-            defaults.retain(|s| s.spec.default);
-            defaults.sort_by_key(|s| (s.creation_timestamp(), s.name_any()));
-            defaults
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow!("no default ClusterSecretStore: pass --store NAME"))?
-        }
-    };
-    let label = format!("ClusterSecretStore/{}", store.name_any());
-    let backend = for_provider(&BuildContext::new(client, None, None), &store.spec.provider).await?;
-    let env = target
-        .environment
-        .clone()
-        .unwrap_or_else(|| store.spec.default_environment.clone());
-    Ok((label, backend, env))
-}
-
-fn store_name(label: &str) -> String {
-    label.rsplit('/').next().unwrap_or(label).to_string()
-}
-
-/// SecretRefs (in namespaces this identity may list) that name `secret` and may resolve to
-/// the ClusterSecretStore `store`: naming it, or naming no store at all.
-async fn referencing(store: &str, secret: &str) -> anyhow::Result<Vec<String>> {
-    let client = Client::try_default().await?;
-    let api: Api<SecretRef> = Api::all(client);
-    let Ok(list) = api.list(&ListParams::default()).await else {
-        eprintln!("warning: cannot list SecretRefs to check who uses this secret");
-        return Ok(Vec::new());
-    };
-    Ok(list
-        .items
-        .iter()
-        .filter(|sr| sr.spec.secrets.iter().any(|s| s.name == secret))
-        .filter(|sr| match &sr.spec.store_ref {
-            None => true,
-            Some(r) => r.kind == StoreKind::ClusterSecretStore && r.name == store,
-        })
-        .map(|sr| format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any()))
-        .collect())
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

@@ -177,6 +177,9 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
         ),
         data_hash,
         sources: merged.sources,
+        store: store.label.clone(),
+        environment: store.environment.clone(),
+        key_count: u32::try_from(merged.data.len()).unwrap_or(u32::MAX),
         wrote,
     })
 }

@@ -17,6 +17,11 @@ use crate::{
 pub struct Synced {
     pub data_hash: String,
     pub sources: Vec<SourceStatus>,
+    /// The store's label and the environment read.
+    pub store: String,
+    pub environment: String,
+    /// How many keys the target holds from this SecretRef.
+    pub key_count: u32,
     /// Whether the target was written (its data really changed, or drift was repaired).
     pub wrote: bool,
     pub message: String,
@@ -40,6 +45,9 @@ pub fn next_status(
             let status = SecretRefStatus {
                 data_hash: Some(s.data_hash.clone()),
                 sources: s.sources.clone(),
+                store: Some(s.store.clone()),
+                environment: Some(s.environment.clone()),
+                key_count: Some(s.key_count),
                 last_sync_time: if changed {
                     Some(now.clone())
                 } else {
@@ -109,6 +117,9 @@ mod tests {
         Ok(Synced {
             data_hash: hash.into(),
             sources: vec![],
+            store: "SecretStore/s".into(),
+            environment: "main".into(),
+            key_count: 1,
             wrote,
             message: "ok".into(),
         })
