@@ -20,6 +20,15 @@ fn cluster(state: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (O
     (out, start.elapsed())
 }
 
+/// Stops a test's own control plane however the test ends.
+struct Down(std::path::PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = cluster(&self.0, &["down"], &[]);
+    }
+}
+
 fn temp_state(name: &str) -> std::path::PathBuf {
     let dir = support::repo_root()
         .join("target/cluster-tests")
@@ -79,4 +88,130 @@ fn up_replaces_stale_pid_files_and_down_stops_it() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("stopped kube-apiserver"), "{stderr}");
     assert!(!state.exists(), "down removes its state");
+}
+
+/// `secretref run` on first contact, against a control plane of its own: each thing a new
+/// user may lack (an API server, the CRDs, the operator namespace, permissions) stops it with
+/// one line naming the fix; once it is up it says what it serves and how to check it.
+#[test]
+fn first_contact_errors_name_the_fix() {
+    let state = temp_state("first-contact");
+    let _down = Down(state.clone());
+    let (out, _) = cluster(&state, &["up"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kubeconfig = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("kubeconfig")
+        .to_string();
+    let kubectl = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(support::tools_bin().join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("kubectl output");
+        assert!(out.status.success(), "kubectl {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Runs `secretref run` with `config`; returns (exit ok, stdout, stderr), stopping it after
+    // `wait` if it is still running (that is, it started).
+    let run = |config: &str, wait: Duration| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_secretref"))
+            .args(["run", "--metrics-bind-address", "127.0.0.1:0"])
+            .env("KUBECONFIG", config)
+            .env_remove("POD_NAMESPACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("secretref runs");
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if child.try_wait().expect("wait").is_none() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let fails_with = |config: &str, needles: &[&str]| {
+        let (ok, _, stderr) = run(config, Duration::from_secs(30));
+        assert!(!ok, "secretref run started: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line, not a dump: {stderr}");
+        for needle in needles {
+            assert!(lines[0].contains(needle), "lacks {needle:?}: {}", lines[0]);
+        }
+    };
+
+    let dead = state.join("dead.kubeconfig");
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    let port = text
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(['\n', '"']).next())
+        .expect("port");
+    std::fs::write(&dead, text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:1")).expect("write");
+    fails_with(
+        dead.to_str().expect("utf-8"),
+        &["cannot reach the Kubernetes API server", "KUBECONFIG"],
+    );
+    fails_with(
+        &kubeconfig,
+        &["CRDs are not installed", "secretref crds | kubectl apply"],
+    );
+
+    let crds = secretref::api::crds_yaml().expect("crds");
+    kubectl(&["apply", "--server-side", "-f", "-"], Some(&crds));
+    kubectl(
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=60s",
+            "crd/secretrefs.secretref.dev",
+        ],
+        None,
+    );
+    fails_with(
+        &kubeconfig,
+        &[
+            "namespace \"secretref-system\" does not exist",
+            "create it",
+            "--operator-namespace",
+        ],
+    );
+
+    kubectl(&["create", "namespace", "secretref-system"], None);
+    kubectl(&["create", "serviceaccount", "nobody", "-n", "secretref-system"], None);
+    let token = kubectl(&["create", "token", "nobody", "-n", "secretref-system"], None);
+    let nobody = state.join("nobody.kubeconfig");
+    let (head, _) = text.split_once("users:").expect("users");
+    std::fs::write(
+        &nobody,
+        format!("{head}users:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: local\n  context: {{ cluster: local, user: admin }}\ncurrent-context: local\n", token.trim()),
+    )
+    .expect("write");
+    fails_with(nobody.to_str().expect("utf-8"), &["may not list SecretRefs", "RBAC"]);
+
+    let (_, stdout, stderr) = run(&kubeconfig, Duration::from_secs(15));
+    assert!(
+        stdout.contains("secretref is up") && stdout.contains("secretref status -A"),
+        "{stdout}{stderr}"
+    );
 }

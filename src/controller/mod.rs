@@ -8,6 +8,7 @@ mod context;
 mod events;
 mod hash_key;
 mod leader;
+mod preflight;
 mod reads;
 mod resolve;
 mod rollout;
@@ -97,7 +98,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         LogFormat::Text => logs.init(),
     }
-    let client = Client::try_default().await?;
+    let client = Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Kubernetes configuration found ({}): set KUBECONFIG, or run in a pod with a service account",
+            e.to_string().replace('\n', " ")
+        )
+    })?;
+    preflight::check(&client, &args).await?;
     run_with(client, args, shutdown_signal()).await
 }
 
@@ -162,6 +169,19 @@ pub async fn run_with(
         .map(|_| ())
         .boxed()
         .shared();
+    info!(
+        "secretref is up: syncing SecretRefs in {}{}; /metrics, /livez and /readyz on http://{addr}; check with `kubectl get secretrefs -A` or `secretref status -A`",
+        if args.namespaces.is_empty() {
+            "all namespaces".to_string()
+        } else {
+            format!("namespaces {}", args.namespaces.join(", "))
+        },
+        if args.cluster_scoped {
+            " (SecretStores, ClusterSecretStores, ClusterSecretRefs)"
+        } else {
+            " (SecretStores only: namespace-scoped)"
+        },
+    );
     wiring::run_controllers(client, &args, hash_key, metrics.clone(), stop).await;
     metrics.leader.set(0);
 
