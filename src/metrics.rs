@@ -53,6 +53,8 @@ pub struct Metrics {
     pub sync_failures: Family<ReasonLabels, Counter>,
     pub backend_calls: Family<CallLabels, Counter>,
     pub change_polls: Family<PollLabels, Counter>,
+    pub read_cache_hits: Counter,
+    pub syncs_in_flight: Gauge,
     pub target_writes: Counter,
     pub events_dropped: Counter,
     pub managed_secrets: Gauge,
@@ -77,6 +79,12 @@ impl Default for Metrics {
         let sync_failures = Family::<ReasonLabels, Counter>::default();
         let backend_calls = Family::<CallLabels, Counter>::default();
         let change_polls = Family::<PollLabels, Counter>::default();
+        // Known label values start at zero, so a dashboard shows 0 rather than "no data".
+        for result in ["unchanged", "changed", "error"] {
+            drop(change_polls.get_or_create(&PollLabels { result }));
+        }
+        let read_cache_hits = Counter::default();
+        let syncs_in_flight = Gauge::default();
         let target_writes = Counter::default();
         let events_dropped = Counter::default();
         let managed_secrets = Gauge::default();
@@ -117,6 +125,16 @@ impl Default for Metrics {
             change_polls.clone(),
         );
         registry.register(
+            "read_cache_hits",
+            "Secret reads served from the shared read cache (no backend call)",
+            read_cache_hits.clone(),
+        );
+        registry.register(
+            "syncs_in_flight",
+            "SecretRef syncs running now (at most --concurrency)",
+            syncs_in_flight.clone(),
+        );
+        registry.register(
             "target_writes",
             "Writes of target Secrets (real changes and repaired drift)",
             target_writes.clone(),
@@ -145,6 +163,8 @@ impl Default for Metrics {
             sync_failures,
             backend_calls,
             change_polls,
+            read_cache_hits,
+            syncs_in_flight,
             target_writes,
             events_dropped,
             managed_secrets,

@@ -42,6 +42,7 @@ pub fn object_name(environment: &str, name: &str) -> String {
 
 #[derive(Clone)]
 pub struct KubernetesBackend {
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     client: Client,
     api: Api<Secret>,
     namespaces: Api<Namespace>,
@@ -59,10 +60,23 @@ impl std::fmt::Debug for KubernetesBackend {
 impl KubernetesBackend {
     pub fn new(client: Client, namespace: &str) -> Self {
         KubernetesBackend {
+            metrics: None,
             api: Api::namespaced(client.clone(), namespace),
             client: client.clone(),
             namespaces: Api::all(client),
             namespace: namespace.to_string(),
+        }
+    }
+
+    /// Counts this backend's API calls in `metrics` (`secretref_backend_calls_total`).
+    pub fn with_metrics(mut self, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn count(&self, operation: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.backend_call("kubernetes", operation);
         }
     }
 
@@ -216,6 +230,7 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
 #[async_trait]
 impl SecretBackend for KubernetesBackend {
     async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError> {
+        self.count("get");
         let secret = self
             .api
             .get_opt(&object_name(environment, name))
@@ -229,6 +244,7 @@ impl SecretBackend for KubernetesBackend {
     }
 
     async fn list(&self, environment: Option<&str>) -> Result<Vec<SecretSummary>, BackendError> {
+        self.count("list");
         let list = self
             .api
             .list(&ListParams::default().labels(&format!("{STORE_SECRET_LABEL}=true")))

@@ -203,10 +203,9 @@ impl BuildContext {
 /// SDK's configuration, logging in): the controller builds once per store generation.
 pub async fn for_provider(ctx: &BuildContext, provider: &Provider) -> Result<Arc<dyn SecretBackend>, BackendError> {
     match provider {
-        Provider { kubernetes: Some(k) } => Ok(Arc::new(kubernetes::KubernetesBackend::new(
-            ctx.client.clone(),
-            &k.namespace,
-        ))),
+        Provider { kubernetes: Some(k) } => Ok(Arc::new(
+            kubernetes::KubernetesBackend::new(ctx.client.clone(), &k.namespace).with_metrics(ctx.metrics.clone()),
+        )),
         Provider { kubernetes: None } => Err(BackendError::Misconfigured("the store sets no provider".into())),
     }
 }

@@ -34,7 +34,9 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     let started = std::time::Instant::now();
     // The status we wrote last is newer than the cached object's until the watch catches up.
     let previous = ctx.statuses.current(&key(&sr), sr.status.as_ref());
+    ctx.metrics.syncs_in_flight.inc();
     let outcome = sync(&sr, &ctx, previous.as_ref()).await;
+    ctx.metrics.syncs_in_flight.dec();
     let reason = match &outcome {
         Ok(_) => Reason::Synced,
         Err(e) => {
@@ -194,7 +196,10 @@ async fn timed_read(
     let started = std::time::Instant::now();
     let read = ctx.reads.get(&store.backend, &store.environment, name, max_age).await;
     let result = match &read {
-        Ok((_, false)) => return read.map(|(v, _)| v),
+        Ok((_, false)) => {
+            ctx.metrics.read_cache_hits.inc();
+            return read.map(|(v, _)| v);
+        }
         Ok((Some(_), true)) => "found",
         Ok((None, true)) => "not_found",
         Err(_) => "error",

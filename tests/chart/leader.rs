@@ -132,6 +132,13 @@ async fn the_chart_identity_syncs_end_to_end_with_exactly_the_reviewed_permissio
         !metrics.contains(&canary) && !metrics.contains("rotated"),
         "a value in /metrics"
     );
+    // Every metric the shipped Grafana dashboard queries is served.
+    for family in crate::dashboard_metrics() {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {family}, which /metrics does not serve"
+        );
+    }
     assert!(!metrics.contains(&app.name), "an object name in a metric label");
 }
 
