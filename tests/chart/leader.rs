@@ -9,7 +9,7 @@ use secretref::{backend::SecretBackend, model::secret_data};
 use serde_json::json;
 
 use crate::{
-    release::{Process, Release, effective_rules},
+    release::{Process, Release, assert_reviewed, effective_rules},
     support::{apply_json, eventually},
 };
 
@@ -43,22 +43,12 @@ async fn the_chart_identity_syncs_end_to_end_with_exactly_the_reviewed_permissio
     let (app, store) = (&release.app, &release.store);
 
     // Effective permissions, in the release namespace and in any other, against the reviewed list.
-    let reviewed =
-        std::fs::read_to_string(crate::support::repo_root().join("deploy/rbac-reviewed.txt")).expect("reviewed list");
     let actual = format!(
         "[release namespace]\n{}\n[any other namespace]\n{}\n",
         effective_rules(&release, &release.ns.name).await.join("\n"),
         effective_rules(&release, &app.name).await.join("\n")
     );
-    let reviewed_rules: String = reviewed
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(
-        reviewed_rules == actual,
-        "the chart's permissions differ from deploy/rbac-reviewed.txt; actual:\n{actual}"
-    );
+    assert_reviewed("deploy/rbac-reviewed.txt", &actual);
 
     let canary = format!("chart-canary-{}", std::process::id());
     store

@@ -270,3 +270,18 @@ pub async fn effective_rules(release: &Release, namespace: &str) -> Vec<String> 
     lines.dedup();
     lines
 }
+
+/// Asserts that `actual` (sections of effective rules) equals the reviewed list in `file`
+/// (its `#` comment lines apart).
+pub fn assert_reviewed(file: &str, actual: &str) {
+    let reviewed = std::fs::read_to_string(repo_root().join(file)).expect("reviewed list");
+    let reviewed: String = reviewed
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        reviewed == actual,
+        "the effective permissions differ from {file}; actual:\n{actual}"
+    );
+}

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::{
     leader::{target, wait_leading, wait_value},
-    release::{Release, effective_rules},
+    release::{Release, assert_reviewed, effective_rules},
     support::{TestNamespace, apply_json, service_account_client},
 };
 
@@ -58,8 +58,6 @@ async fn the_scoped_install_syncs_its_namespaces_only_with_exactly_the_reviewed_
     let (app, app2) = (&release.app, &release.apps[0]);
     let outside = TestNamespace::new(&release.client, "scoped-outside").await;
 
-    let reviewed = std::fs::read_to_string(crate::support::repo_root().join("deploy/rbac-reviewed-scoped.txt"))
-        .expect("reviewed list");
     let actual = format!(
         "[release namespace]\n{}\n[each of scope.namespaces]\n{}\n[each of scope.storeNamespaces]\n{}\n[any other namespace]\n{}\n",
         effective_rules(&release, &release.ns.name).await.join("\n"),
@@ -72,15 +70,7 @@ async fn the_scoped_install_syncs_its_namespaces_only_with_exactly_the_reviewed_
         effective_rules(&release, &app.name).await,
         "every scoped namespace gets the same rules"
     );
-    let reviewed_rules: String = reviewed
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(
-        reviewed_rules == actual,
-        "the scoped install's permissions differ from deploy/rbac-reviewed-scoped.txt; actual:\n{actual}"
-    );
+    assert_reviewed("deploy/rbac-reviewed-scoped.txt", &actual);
     // Nothing cluster-wide: no Secret anywhere else, no ClusterSecretStore, no cross-namespace list.
     for (verb, group, resource, namespace) in [
         ("list", "", "secrets", None),
