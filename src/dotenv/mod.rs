@@ -13,14 +13,8 @@ pub use parse::{DotenvError, parse};
 pub use write::write;
 
 /// A snapshot of the process environment as a lookup for `${NAME}`, as python-dotenv sees it
-/// (`os.environ`, itself a snapshot taken at start-up). A name holding `=` is never found there:
-/// no environment entry can have one.
+/// (`os.environ`, itself a snapshot taken at start-up).
 pub fn process_environment() -> impl Fn(&str) -> Option<OsString> {
     let vars: HashMap<OsString, OsString> = std::env::vars_os().collect();
-    move |name: &str| {
-        if name.contains('=') {
-            return None;
-        }
-        vars.get(std::ffi::OsStr::new(name)).cloned()
-    }
+    move |name: &str| vars.get(std::ffi::OsStr::new(name)).cloned()
 }

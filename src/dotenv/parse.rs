@@ -74,6 +74,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<OsString>) -> Result<Secre
         }
         let value = expand(&raw, |name| match data.get(name) {
             Some(value) => Ok(Some(value.expose().to_string())),
+            // No environment holds a name with `=` (Python's `os.environ` cannot): `write`
+            // relies on `${=:-$}` always being `$`.
+            None if name.contains('=') => Ok(None),
             None => env(name)
                 .map(|value| value.into_string())
                 .transpose()

@@ -47,6 +47,9 @@ mod tests {
         let text = write(&data);
         assert!(text.contains("B=\"with \\\"quotes\\\" 'single' and \\\\ and $HOME and ${=:-$}{HOME}"), "{text}");
         let env = |_: &str| Some("from the environment".into());
-        assert_eq!(parse(&text, &env), Ok(data));
+        let exposed = |d: &SecretData| -> Vec<(String, String)> {
+            d.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect()
+        };
+        assert_eq!(parse(&text, &env).map(|d| exposed(&d)), Ok(exposed(&data)));
     }
 }
