@@ -43,7 +43,8 @@ use std::ffi::OsString;
 use super::expand::expand;
 use crate::model::{SecretData, SecretValue, is_env_key};
 
-/// Why a dotenv file is refused. Lines are 1-based, counted as Python counts them.
+/// Why a dotenv file is refused. Lines are 1-based (CRLF and a lone CR each end one) and name
+/// the line where the statement starts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DotenvError {
     #[error("invalid dotenv syntax on line {line}")]

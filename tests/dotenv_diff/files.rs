@@ -19,7 +19,8 @@ fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         12 => select(vec!["A", "B", "C", "DIFF_SET", "_x1", "export", "KEY_2"]).prop_map(String::from),
         2 => select(vec!["'A'", "'B'", "'export'"]).prop_map(String::from),
-        1 => select(vec!["1BAD", "BAD-KEY", "'A B'", "\"A\"", "é", "A.B", "'A\nB'", "$A", "A\\"]).prop_map(String::from),
+        2 => select(vec!["1BAD", "BAD-KEY", "'A B'", "\"A\"", "é", "A.B", "'A\nB'", "$A", "A\\", "'A", "'", "''",
+            "", "#", "#A", "A'", "A\"", "\u{feff}A"]).prop_map(String::from),
     ]
 }
 
@@ -29,7 +30,8 @@ const PIECES: &[&str] = &[
     "${B}", "${C}", "${DIFF_SET}", "${DIFF_EMPTY}", "${DIFF_EMPTY:-d}", "${UNSET:-default}", "${UNSET:-}",
     "${UNSET}", "${A:x}", "${A:-${B}}", "${", "${ A }", "${=:-$}", "$${A}", "\\", "\\\\", "\\n", "\\t", "\\r",
     "\\$", "\\\"", "\\'", "\\x", "\\u00e9", "\\a", "\\v", "'", "\"", "\"\"", "''", "`", "#", " #", "\t#", " # c",
-    "#c", " ", "  ", "\t", "\n", "\r\n", "\r", "export ", "\u{a0}", "\u{85}", "\u{0}",
+    "#c", " ", "  ", "\t", "\n", "\r\n", "\r", "export ", "\u{a0}", "\u{85}", "\u{0}", "\u{b}", "\u{1c}",
+    "\u{2028}", "\u{feff}",
 ];
 
 fn pieces(max: usize) -> impl Strategy<Value = String> {
