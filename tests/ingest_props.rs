@@ -5,7 +5,6 @@
 
 use std::ffi::OsString;
 
-
 use proptest::prelude::*;
 use secretref::{
     cli::input::{parse_dotenv, parse_json},
@@ -21,8 +20,11 @@ fn env(_: &str) -> Option<OsString> {
 fn data() -> impl Strategy<Value = SecretData> {
     // Keys are env-var names; values are any text, with the characters dotenv treats specially
     // made frequent.
-    let value = proptest::collection::vec(prop_oneof!["[$\\{}\"'#= \n\r\t:-]", any::<char>().prop_map(String::from)], 0..40)
-        .prop_map(|chars| chars.concat());
+    let value = proptest::collection::vec(
+        prop_oneof!["[$\\{}\"'#= \n\r\t:-]", any::<char>().prop_map(String::from)],
+        0..40,
+    )
+    .prop_map(|chars| chars.concat());
     proptest::collection::btree_map("[A-Za-z_][A-Za-z0-9_]{0,12}", value, 0..8)
         .prop_map(|m| m.into_iter().map(|(k, v)| (k, SecretValue::new(v))).collect())
 }

@@ -150,11 +150,7 @@ fn check_key(key: &str, origin: &str) -> Result<(), InputError> {
 
 /// Parses dotenv text as Modal does (python-dotenv's `dotenv_values`, see [`crate::dotenv`]);
 /// `${NAME}` not set by an earlier key is looked up with `env`.
-pub fn parse_dotenv(
-    path: &str,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<SecretData, InputError> {
+pub fn parse_dotenv(path: &str, text: &str, env: &dyn Fn(&str) -> Option<OsString>) -> Result<SecretData, InputError> {
     dotenv::parse(text, env).map_err(|error| InputError::Dotenv {
         path: path.to_string(),
         error,
@@ -348,11 +344,20 @@ mod tests {
         );
         let err = parse_dotenv("x.env", "A=\"unterminated\n", &no_env).expect_err("quote");
         assert!(
-            matches!(err, InputError::Dotenv { error: DotenvError::Syntax { line: 1 }, .. }),
+            matches!(
+                err,
+                InputError::Dotenv {
+                    error: DotenvError::Syntax { line: 1 },
+                    ..
+                }
+            ),
             "{err}"
         );
         let err = parse_dotenv("x.env", "A=1\nhunter2\n", &no_env).expect_err("no =");
-        assert!(err.to_string().starts_with("x.env: line 2 has a name without `=`") && !err.to_string().contains("hunter2"), "{err}");
+        assert!(
+            err.to_string().starts_with("x.env: line 2 has a name without `=`") && !err.to_string().contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -351,7 +351,10 @@ mod tests {
     #[test]
     fn quoting_and_escapes() {
         assert_eq!(one("A='single \\' \\\\ \\n'"), "single ' \\ \\n");
-        assert_eq!(one("A=\"d \\\" \\' \\\\ \\a\\b\\f\\n\\r\\t\\v \\$ \\x\""), "d \" ' \\ \u{7}\u{8}\u{c}\n\r\t\u{b} \\$ \\x");
+        assert_eq!(
+            one("A=\"d \\\" \\' \\\\ \\a\\b\\f\\n\\r\\t\\v \\$ \\x\""),
+            "d \" ' \\ \u{7}\u{8}\u{c}\n\r\t\u{b} \\$ \\x"
+        );
         assert_eq!(one("A=\"multi\nline\""), "multi\nline");
         assert_eq!(one("A='multi\r\nline'"), "multi\nline");
         assert_eq!(one("A=\"cr\rinside\""), "cr\ninside");

@@ -45,7 +45,10 @@ mod tests {
             ("F", "\\n \\${A} $${A} ${=:-$}"),
         ]);
         let text = write(&data);
-        assert!(text.contains("B=\"with \\\"quotes\\\" 'single' and \\\\ and $HOME and ${=:-$}{HOME}"), "{text}");
+        assert!(
+            text.contains("B=\"with \\\"quotes\\\" 'single' and \\\\ and $HOME and ${=:-$}{HOME}"),
+            "{text}"
+        );
         let env = |_: &str| Some("from the environment".into());
         let exposed = |d: &SecretData| -> Vec<(String, String)> {
             d.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect()

@@ -25,13 +25,19 @@ fn key() -> impl Strategy<Value = String> {
 }
 
 /// Pieces of values: where the dialects disagree.
+#[rustfmt::skip]
 const PIECES: &[&str] = &[
-    "x", "plain", "two words", "é😀", "0", "=", "==", ":", ":-", "-", "{", "}", "$", "$A", "$DIFF_SET", "${A}",
-    "${B}", "${C}", "${DIFF_SET}", "${DIFF_EMPTY}", "${DIFF_EMPTY:-d}", "${UNSET:-default}", "${UNSET:-}",
-    "${UNSET}", "${A:x}", "${A:-${B}}", "${", "${ A }", "${=:-$}", "$${A}", "\\", "\\\\", "\\n", "\\t", "\\r",
-    "\\$", "\\\"", "\\'", "\\x", "\\u00e9", "\\a", "\\v", "'", "\"", "\"\"", "''", "`", "#", " #", "\t#", " # c",
-    "#c", " ", "  ", "\t", "\n", "\r\n", "\r", "export ", "\u{a0}", "\u{85}", "\u{0}", "\u{b}", "\u{1c}",
-    "\u{2028}", "\u{feff}",
+    // words and separators
+    "x", "plain", "two words", "é😀", "0", "=", "==", ":", ":-", "-", "{", "}", "`",
+    // references, expanded or not (A, B and C are also keys; DIFF_* come from the environment)
+    "$", "$A", "$DIFF_SET", "${A}", "${B}", "${C}", "${DIFF_SET}", "${DIFF_EMPTY}", "${DIFF_EMPTY:-d}",
+    "${UNSET:-default}", "${UNSET:-}", "${UNSET}", "${A:x}", "${A:-${B}}", "${", "${ A }", "${=:-$}", "$${A}",
+    "${DIFF_SPACES}", "${DIFF_LINES}", "${DIFF_REF}", "${DIFF_QUOTES}", "${DIFF_UNICODE}",
+    // backslashes and quotes
+    "\\", "\\\\", "\\n", "\\t", "\\r", "\\$", "\\\"", "\\'", "\\x", "\\u00e9", "\\a", "\\v", "'", "\"", "\"\"", "''",
+    // comments, blanks and line ends
+    "#", " #", "\t#", " # c", "#c", " ", "  ", "\t", "\n", "\r\n", "\r", "export ", "\u{a0}", "\u{85}", "\u{0}", "\u{b}",
+    "\u{1c}", "\u{2028}", "\u{feff}",
 ];
 
 fn pieces(max: usize) -> impl Strategy<Value = String> {

@@ -90,7 +90,10 @@ fn the_corpus_reads_as_python_dotenv_reads_it() {
         divergences.len()
     );
     assert!(divergences.is_empty(), "{}", divergences.join("\n"));
-    assert!(tally.accepted >= 40 && tally.refused >= 10, "the corpus should mostly compare values");
+    assert!(
+        tally.accepted >= 40 && tally.refused >= 10,
+        "the corpus should mostly compare values"
+    );
 }
 
 #[test]
@@ -105,12 +108,19 @@ fn generated_files_read_as_python_dotenv_reads_them() {
     });
     let tally = tally.into_inner();
     // The tally counts shrinking steps too, if a case failed.
-    println!("generated files: {} cases in {:.1?}: {tally}", cases(), started.elapsed());
+    println!(
+        "generated files: {} cases in {:.1?}: {tally}",
+        cases(),
+        started.elapsed()
+    );
     if let Err(failure) = result {
         panic!("secretref and python-dotenv diverge (add the file to the corpus once fixed): {failure}");
     }
     // A third of the files or more get their values compared, not only a refusal.
-    assert!(tally.accepted * 2 >= tally.refused, "the generator refuses too often: {tally}");
+    assert!(
+        tally.accepted * 2 >= tally.refused,
+        "the generator refuses too often: {tally}"
+    );
 }
 
 #[test]
@@ -119,7 +129,10 @@ fn rendered_files_read_back_the_same_in_python_dotenv() {
     let started = Instant::now();
     let result = runner().run(&files::secret_data(), |data| {
         let expected = Outcome::Values(data.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect());
-        let outcome = oracle.borrow_mut().compare(&render::dotenv(&data)).map_err(TestCaseError::fail)?;
+        let outcome = oracle
+            .borrow_mut()
+            .compare(&render::dotenv(&data))
+            .map_err(TestCaseError::fail)?;
         if outcome != expected {
             return Err(TestCaseError::fail(format!(
                 "rendered {:?}\n  read back as {outcome:?}",

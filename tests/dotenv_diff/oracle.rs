@@ -66,7 +66,11 @@ impl Oracle {
             .expect("scripts/python-venv runs");
         assert!(out.status.success(), "scripts/python-venv {PYTHON_DOTENV} failed");
         let stdout = String::from_utf8(out.stdout).expect("utf-8 output");
-        let python = stdout.lines().last().expect("the venv's python on the last line").trim();
+        let python = stdout
+            .lines()
+            .last()
+            .expect("the venv's python on the last line")
+            .trim();
         let mut child = Command::new(python)
             // -I: no PYTHON* variables, user site or current folder on the path.
             .arg("-I")
