@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod desired;
+pub mod dotenv;
 pub mod error;
 pub mod hash;
 pub mod metrics;

@@ -27,26 +27,10 @@ fn render(file: &FileSpec, data: &SecretData) -> Result<SecretValue, SyncError> 
     }))
 }
 
-/// `KEY="value"` lines, double-quoted with `\`, `"`, `$` and newline escaped, which dotenv
-/// parsers (dotenvy, python-dotenv; not docker's `--env-file`) read back exactly. A carriage
-/// return stays raw: dotenvy has no `\r` escape. A property test checks the round trip.
+/// `KEY="value"` lines that python-dotenv, so Modal, reads back to exactly these values (see
+/// [`crate::dotenv::write`]); the differential tests check the round trip through python-dotenv.
 pub fn dotenv(data: &SecretData) -> String {
-    let mut out = String::new();
-    for (key, value) in data {
-        out.push_str(key);
-        out.push_str("=\"");
-        for c in value.expose().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '$' => out.push_str("\\$"),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push_str("\"\n");
-    }
-    out
+    crate::dotenv::write(data)
 }
 
 /// A flat JSON object of strings, keys sorted.
@@ -95,22 +79,6 @@ mod tests {
             format,
             template: template.map(Into::into),
         }
-    }
-
-    #[test]
-    fn dotenv_round_trips_through_a_dotenv_parser() {
-        let input = secret_data(&[
-            ("A", "plain"),
-            ("B", "with \"quotes\" and \\ and $HOME"),
-            ("C", "line1\nline2"),
-            ("D", ""),
-        ]);
-        let text = dotenv(&input);
-        let parsed: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("parses");
-        let expected: Vec<(String, String)> = input.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect();
-        assert_eq!(parsed, expected);
     }
 
     #[test]

@@ -203,6 +203,54 @@ async fn create_merges_inputs_in_order_and_never_prints_values() {
     );
 }
 
+/// `--from-dotenv` reads a file as Modal does (python-dotenv): the examples of issue 16, `${VAR}`
+/// from the CLI's own environment, and refusals that name the line. (`tests/dotenv_diff` compares
+/// the parser with python-dotenv itself.)
+#[tokio::test]
+async fn dotenv_files_read_as_modal_reads_them() {
+    let cli = Cli::new("cli-dotenv").await;
+    let file = cli.file(
+        "modal.env",
+        "\u{feff}export A=1\r\nB=two words # note\r\nD=\"bare $A\"\r\nP=$A\r\nU=unquoted\\nbackslash\r\n\
+         T=\"tab\\there\"\r\nX=${SECRETREF_TEST_UNSET:-default}\r\nE=${SECRETREF_TEST_FROM_ENV}/${A}\r\n",
+    );
+    let r = cli.run(
+        &["create", "modal", "--from-dotenv", &file],
+        &[("SECRETREF_TEST_FROM_ENV", "from-process")],
+        None,
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let values = cli_secret_values(&cli, "dev", "modal").await;
+    let expected = [
+        ("A", "1"),
+        ("B", "two words"),
+        ("D", "bare $A"),
+        ("E", "from-process/1"),
+        ("P", "$A"),
+        ("T", "tab\there"),
+        ("U", "unquoted\\nbackslash"),
+        ("X", "default"),
+    ];
+    let expected: std::collections::BTreeMap<String, String> =
+        expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert_eq!(values, expected);
+
+    let lonely = cli.file("lonely.env", "A=1\nhunter2\n");
+    cli.fails(
+        &["create", "s", "--from-dotenv", &lonely],
+        "lonely.env: line 2 has a name without `=`",
+    );
+    let bad_key = cli.file("badkey.env", "A=1\n\nBAD-KEY=hunter2\n");
+    cli.fails(
+        &["create", "s", "--from-dotenv", &bad_key],
+        "key \"BAD-KEY\" on line 3 is not a valid environment variable name",
+    );
+    for file in [&lonely, &bad_key] {
+        let r = cli.run(&["create", "s", "--from-dotenv", file], &[], None);
+        assert!(!r.ok && !r.stderr.contains("hunter2"), "{}", r.stderr);
+    }
+}
+
 /// Reads a store secret's values straight from the backend, as the operator would.
 async fn cli_secret_values(cli: &Cli, env: &str, name: &str) -> std::collections::BTreeMap<String, String> {
     let api: Api<ClusterSecretStore> = Api::all(cli.client.clone());

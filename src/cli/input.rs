@@ -2,9 +2,12 @@
 //! file) into secret data, all or nothing. Errors name the argument, file, line or key, never a
 //! value. Pure apart from reading the named files and stdin.
 
-use std::{io::Read, path::Path};
+use std::{ffi::OsString, io::Read, path::Path};
 
-use crate::model::{SecretData, SecretValue, is_env_key};
+use crate::{
+    dotenv::{self, DotenvError},
+    model::{SecretData, SecretValue, is_env_key},
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
@@ -14,8 +17,8 @@ pub enum InputError {
     InvalidKey { key: String, origin: String },
     #[error("{path}: {message}")]
     File { path: String, message: String },
-    #[error("{path}: invalid dotenv syntax on line {line}")]
-    Dotenv { path: String, line: usize },
+    #[error("{path}: {error}")]
+    Dotenv { path: String, error: DotenvError },
     #[error("{path}: key {key:?} must have a string value, not {kind}")]
     JsonNotString {
         path: String,
@@ -115,7 +118,8 @@ pub fn collect(
     }
     data.extend(environment);
     if let Some(path) = dotenv {
-        data.extend(parse_dotenv(&path.display().to_string(), &read(path)?)?);
+        let env = dotenv::process_environment();
+        data.extend(parse_dotenv(&path.display().to_string(), &read(path)?, &env)?);
     }
     if let Some(path) = json {
         data.extend(parse_json(&path.display().to_string(), &read(path)?)?);
@@ -144,43 +148,13 @@ fn check_key(key: &str, origin: &str) -> Result<(), InputError> {
     }
 }
 
-/// Parses dotenv text with dotenvy: comments, `export`, single quotes (literal), double quotes
-/// (escapes, `$VAR` expansion), multi-line quoted values.
-pub fn parse_dotenv(path: &str, text: &str) -> Result<SecretData, InputError> {
-    let mut data = SecretData::new();
-    for item in dotenvy::from_read_iter(text.as_bytes()) {
-        match item {
-            Ok((key, value)) => {
-                check_key(&key, &format!(" in {path}"))?;
-                data.insert(key, SecretValue::new(value));
-            }
-            // dotenvy's error carries the offending text, which may hold a value: report the
-            // line number only.
-            Err(dotenvy::Error::LineParse(line, _)) => {
-                return Err(InputError::Dotenv {
-                    path: path.to_string(),
-                    line: line_number(text, &line),
-                });
-            }
-            Err(e) => {
-                let message = match e {
-                    dotenvy::Error::Io(io) => io.kind().to_string(),
-                    _ => "cannot be read".to_string(),
-                };
-                return Err(InputError::File {
-                    path: path.to_string(),
-                    message,
-                });
-            }
-        }
-    }
-    Ok(data)
-}
-
-/// The 1-based line where `fragment` starts in `text` (1 if it cannot be found).
-fn line_number(text: &str, fragment: &str) -> usize {
-    let probe = fragment.lines().next().unwrap_or(fragment);
-    text.find(probe).map_or(1, |at| text[..at].matches('\n').count() + 1)
+/// Parses dotenv text as Modal does (python-dotenv's `dotenv_values`, see [`crate::dotenv`]);
+/// `${NAME}` not set by an earlier key is looked up with `env`.
+pub fn parse_dotenv(path: &str, text: &str, env: &dyn Fn(&str) -> Option<OsString>) -> Result<SecretData, InputError> {
+    dotenv::parse(text, env).map_err(|error| InputError::Dotenv {
+        path: path.to_string(),
+        error,
+    })
 }
 
 /// Parses a flat JSON object of strings.
@@ -326,10 +300,14 @@ mod tests {
         assert_eq!(err.to_string(), "/nonexistent/x.env: entity not found");
     }
 
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
     #[test]
     fn dotenv_conventions() {
         let text = "# comment\nexport A=1\nB='single $NOT_EXPANDED \\n'\nC=\"double\\nline\"\nD=\"multi\nline\"\nE=plain # trailing comment\n\nF=\n";
-        let d = parse_dotenv("x.env", text).expect("valid");
+        let d = parse_dotenv("x.env", text, &no_env).expect("valid");
         assert_eq!(
             values(&d),
             [
@@ -344,31 +322,42 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_errors_name_the_line_not_the_value() {
-        let err = parse_dotenv("x.env", "A=1\nB=2\nthis is hunter2 broken\n").expect_err("invalid");
+    fn dotenv_errors_name_the_file_and_line_not_the_value() {
+        let err = parse_dotenv("x.env", "A=1\nB=2\nthis is hunter2 broken\n", &no_env).expect_err("invalid");
+        assert_eq!(err.to_string(), "x.env: invalid dotenv syntax on line 3");
+        // python-dotenv reads `BAD-KEY` as a key, so this is a bad key now, not bad syntax.
+        let err = parse_dotenv("x.env", "A=1\nBAD-KEY=hunter2\n", &no_env).expect_err("key");
         assert_eq!(
             err,
             InputError::Dotenv {
                 path: "x.env".into(),
-                line: 3
+                error: DotenvError::InvalidKey {
+                    line: 2,
+                    key: "BAD-KEY".into()
+                }
             }
         );
-        assert!(!err.to_string().contains("hunter2"));
-        let err = parse_dotenv("x.env", "A=1\nBAD-KEY=hunter2\n").expect_err("key");
-        assert_eq!(
-            err,
-            InputError::Dotenv {
-                path: "x.env".into(),
-                line: 2
-            }
-        );
-        let err = parse_dotenv("x.env", "A=1\n1BAD=hunter2\n").expect_err("key");
+        let err = parse_dotenv("x.env", "A=1\n1BAD=hunter2\n", &no_env).expect_err("key");
         assert!(
             err.to_string().contains("x.env") && !err.to_string().contains("hunter2"),
             "{err}"
         );
-        let err = parse_dotenv("x.env", "A=\"unterminated\n").expect_err("quote");
-        assert!(matches!(err, InputError::Dotenv { .. }), "{err}");
+        let err = parse_dotenv("x.env", "A=\"unterminated\n", &no_env).expect_err("quote");
+        assert!(
+            matches!(
+                err,
+                InputError::Dotenv {
+                    error: DotenvError::Syntax { line: 1 },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = parse_dotenv("x.env", "A=1\nhunter2\n", &no_env).expect_err("no =");
+        assert!(
+            err.to_string().starts_with("x.env: line 2 has a name without `=`") && !err.to_string().contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]
