@@ -66,7 +66,10 @@ async fn create_list_describe_delete_and_force_on_aws() {
     let s = store.as_str();
     w.moto.start_recording();
 
-    let out = ok(s, &["create", "stripe", "STRIPE_KEY=sk_live_1", "WEBHOOK=wh_1", "-e", "prod"]);
+    let out = ok(
+        s,
+        &["create", "stripe", "STRIPE_KEY=sk_live_1", "WEBHOOK=wh_1", "-e", "prod"],
+    );
     assert!(out.contains("2 keys") && out.contains("\"prod\""), "{out}");
     let stored: Value = serde_json::from_str(&w.aws_get("prod", "stripe").await.expect("in AWS")).expect("json");
     assert_eq!(stored, json!({ "STRIPE_KEY": "sk_live_1", "WEBHOOK": "wh_1" }));
@@ -126,10 +129,16 @@ async fn create_list_describe_delete_and_force_on_aws() {
     );
     assert_eq!(ok(s, &["list", "-e", "prod", "--json"]).matches("\"name\"").count(), 1);
     let table = ok(s, &["list"]);
-    assert!(table.contains("stripe") && !table.contains("sk_live") && !table.contains("\"1\""), "{table}");
+    assert!(
+        table.contains("stripe") && !table.contains("sk_live") && !table.contains("\"1\""),
+        "{table}"
+    );
 
     let described = ok(s, &["describe", "stripe", "-e", "prod"]);
-    assert!(described.contains("ONLY") && !described.contains("sk_live"), "{described}");
+    assert!(
+        described.contains("ONLY") && !described.contains("sk_live"),
+        "{described}"
+    );
     let version = w
         .aws
         .get_secret_value()
@@ -140,14 +149,21 @@ async fn create_list_describe_delete_and_force_on_aws() {
         .version_id()
         .map(str::to_string)
         .expect("version");
-    assert!(described.contains(&version), "describe shows the VersionId: {described}");
+    assert!(
+        described.contains(&version),
+        "describe shows the VersionId: {described}"
+    );
 
     // A secret made by hand in the prefix that is not a flat object is named, not half-read.
     w.aws_put("main", "broken", r#"{"A": ["hunter2"]}"#).await;
-    fails(s, &["describe", "broken"], "not a flat map of string values");
+    fails(s, &["describe", "broken"], "holds a JSON array, not a string");
 
     // Delete asks first (stdin is no terminal here), then deletes at once, without recovery.
-    fails(s, &["delete", "stripe", "-e", "prod"], "refusing to delete without confirmation");
+    fails(
+        s,
+        &["delete", "stripe", "-e", "prod"],
+        "refusing to delete without confirmation",
+    );
     w.moto.start_recording();
     ok(s, &["delete", "stripe", "-e", "prod", "-y"]);
     let delete = w
@@ -156,7 +172,11 @@ async fn create_list_describe_delete_and_force_on_aws() {
         .into_iter()
         .find(|r| r.operation == "DeleteSecret")
         .expect("DeleteSecret");
-    assert!(delete.body.contains("\"ForceDeleteWithoutRecovery\":true"), "{}", delete.body);
+    assert!(
+        delete.body.contains("\"ForceDeleteWithoutRecovery\":true"),
+        "{}",
+        delete.body
+    );
     let gone = w
         .aws
         .describe_secret()

@@ -56,7 +56,10 @@ async fn versions_cost_one_list_page_per_100_secrets_and_reads_only_what_changed
     );
     assert_eq!(first.len(), 151);
     assert!(first.iter().filter(|(id, _)| *id != missing).all(|(_, v)| v.is_some()));
-    assert_eq!(first.iter().find(|(id, _)| *id == missing).map(|(_, v)| v.clone()), Some(None));
+    assert_eq!(
+        first.iter().find(|(id, _)| *id == missing).map(|(_, v)| v.clone()),
+        Some(None)
+    );
 
     // Nothing changed: the list pages only, no value read.
     w.moto.start_recording();
@@ -79,7 +82,12 @@ async fn versions_cost_one_list_page_per_100_secrets_and_reads_only_what_changed
     assert_eq!(w.moto.counts(), counts(&[("GetSecretValue", 1), ("ListSecrets", 2)]));
     let secret = read[0].1.as_ref().expect("exists");
     assert_eq!(secret.data["K"].expose(), "changed");
-    assert_eq!(Some(&secret.version), now.iter().find(|(id, _)| *id == changed[0]).and_then(|(_, v)| v.as_ref()));
+    assert_eq!(
+        Some(&secret.version),
+        now.iter()
+            .find(|(id, _)| *id == changed[0])
+            .and_then(|(_, v)| v.as_ref())
+    );
 
     // Many changes: 20 per BatchGetSecretValue. A malformed one is left out (read it alone
     // to learn why); the others are not held up.

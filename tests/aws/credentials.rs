@@ -17,8 +17,12 @@ use crate::{
 #[tokio::test]
 async fn rotated_static_keys_are_used_without_a_restart() {
     let mut w = World::new("aws-rotate").await;
-    w.apply("SecretStore", "store", json!({ "default": true, "provider": w.provider(false) }))
-        .await;
+    w.apply(
+        "SecretStore",
+        "store",
+        json!({ "default": true, "provider": w.provider(false) }),
+    )
+    .await;
     w.start_operator();
     w.aws_put("main", "app", r#"{"K": "1"}"#).await;
     w.apply(
@@ -42,13 +46,17 @@ async fn rotated_static_keys_are_used_without_a_restart() {
     // within the credential cache's 30 s.
     w.put_keys("AKIDTEST2", "secret2").await;
     w.moto.start_recording();
-    eventually(Duration::from_secs(60), "a call signed with the rotated key", || async {
-        w.moto
-            .recorded()
-            .iter()
-            .any(|r| r.key_id.as_deref() == Some("AKIDTEST2"))
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "a call signed with the rotated key",
+        || async {
+            w.moto
+                .recorded()
+                .iter()
+                .any(|r| r.key_id.as_deref() == Some("AKIDTEST2"))
+                .then_some(())
+        },
+    )
     .await;
     // And from then on only the new key.
     w.moto.start_recording();
@@ -61,7 +69,10 @@ async fn rotated_static_keys_are_used_without_a_restart() {
         .filter(|r| r.key_id.as_deref() != Some("AKIDDIRECT"))
         .filter_map(|r| r.key_id)
         .collect();
-    assert!(!signed.is_empty() && signed.iter().all(|k| k == "AKIDTEST2"), "{signed:?}");
+    assert!(
+        !signed.is_empty() && signed.iter().all(|k| k == "AKIDTEST2"),
+        "{signed:?}"
+    );
 }
 
 #[tokio::test]
@@ -74,14 +85,19 @@ async fn a_role_is_assumed_on_top_of_the_static_keys() {
     w.moto.start_recording();
     w.start_operator();
     w.aws_put("main", "app", r#"{"K": "1"}"#).await;
-    w.apply("SecretRef", "app", json!({ "secrets": [{ "name": "app" }] })).await;
+    w.apply("SecretRef", "app", json!({ "secrets": [{ "name": "app" }] }))
+        .await;
     w.wait_target("app", &[("K", "1")]).await;
     let recorded = w.moto.recorded();
     let assume = recorded
         .iter()
         .find(|r| r.operation == "AssumeRole")
         .expect("AssumeRole called");
-    assert_eq!(assume.key_id.as_deref(), Some("AKIDTEST1"), "signed with the static key");
+    assert_eq!(
+        assume.key_id.as_deref(),
+        Some("AKIDTEST1"),
+        "signed with the static key"
+    );
     assert!(assume.body.contains("secretref-reader"), "{}", assume.body);
     let reads: Vec<_> = recorded
         .iter()
@@ -108,7 +124,8 @@ async fn web_identity_through_the_default_chain() {
     w.apply("SecretStore", "store", json!({ "default": true, "provider": provider }))
         .await;
     w.aws_put("main", "app", r#"{"K": "from-irsa"}"#).await;
-    w.apply("SecretRef", "app", json!({ "secrets": [{ "name": "app" }] })).await;
+    w.apply("SecretRef", "app", json!({ "secrets": [{ "name": "app" }] }))
+        .await;
 
     let token = service_account_token(&w.client, w.ns(), "secretref").await;
     let dir = crate::support::repo_root().join("target/aws-tests").join(w.ns());

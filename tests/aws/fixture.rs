@@ -66,9 +66,13 @@ impl World {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns());
         let obj = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "aws-creds" },
                           "stringData": { "access-key-id": id, "secret-access-key": secret } });
-        api.patch("aws-creds", &PatchParams::apply("secretref-tests").force(), &Patch::Apply(&obj))
-            .await
-            .expect("keys Secret");
+        api.patch(
+            "aws-creds",
+            &PatchParams::apply("secretref-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("keys Secret");
     }
 
     pub fn start_operator(&mut self) {
@@ -85,9 +89,13 @@ impl World {
         };
         let obj =
             json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec });
-        api.patch(name, &PatchParams::apply("secretref-tests").force(), &Patch::Apply(&obj))
-            .await
-            .expect("apply");
+        api.patch(
+            name,
+            &PatchParams::apply("secretref-tests").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .expect("apply");
     }
 
     pub fn aws_name(&self, environment: &str, name: &str) -> String {

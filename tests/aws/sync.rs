@@ -10,8 +10,12 @@ use crate::fixture::{World, ready_message};
 /// A default SecretStore over moto (static keys from this namespace) and a running operator.
 async fn world(prefix: &str) -> World {
     let mut w = World::new(prefix).await;
-    w.apply("SecretStore", "store", json!({ "default": true, "provider": w.provider(false) }))
-        .await;
+    w.apply(
+        "SecretStore",
+        "store",
+        json!({ "default": true, "provider": w.provider(false) }),
+    )
+    .await;
     w.start_operator();
     w
 }
@@ -20,7 +24,8 @@ async fn world(prefix: &str) -> World {
 async fn merges_environments_and_follows_changes_made_in_aws() {
     let w = world("aws-sync").await;
     w.aws_put("main", "api", r#"{"API_KEY": "main-1"}"#).await;
-    w.aws_put("prod", "api", r#"{"API_KEY": "prod-1", "SHARED": "from-api"}"#).await;
+    w.aws_put("prod", "api", r#"{"API_KEY": "prod-1", "SHARED": "from-api"}"#)
+        .await;
     w.aws_put("prod", "stripe", r#"{"STRIPE_KEY": "sk-1", "SHARED": "from-stripe"}"#)
         .await;
     let refresh = Duration::from_secs(5);
@@ -31,7 +36,8 @@ async fn merges_environments_and_follows_changes_made_in_aws() {
                 "requiredKeys": ["API_KEY", "STRIPE_KEY"], "refreshInterval": "5s" }),
     )
     .await;
-    w.apply("SecretRef", "dev", json!({ "secrets": [{ "name": "api" }] })).await;
+    w.apply("SecretRef", "dev", json!({ "secrets": [{ "name": "api" }] }))
+        .await;
     w.apply(
         "SecretRef",
         "strict",
@@ -40,8 +46,11 @@ async fn merges_environments_and_follows_changes_made_in_aws() {
     .await;
 
     // Later wins; the default environment is the store's (main).
-    w.wait_target("web", &[("API_KEY", "prod-1"), ("SHARED", "from-stripe"), ("STRIPE_KEY", "sk-1")])
-        .await;
+    w.wait_target(
+        "web",
+        &[("API_KEY", "prod-1"), ("SHARED", "from-stripe"), ("STRIPE_KEY", "sk-1")],
+    )
+    .await;
     w.wait_target("dev", &[("API_KEY", "main-1")]).await;
     let strict = w.wait_reason("strict", "MissingRequiredKeys").await;
     assert!(ready_message(&strict).contains("NOPE"));
@@ -63,8 +72,11 @@ async fn merges_environments_and_follows_changes_made_in_aws() {
     let changed = Instant::now();
     w.aws_put("prod", "stripe", r#"{"STRIPE_KEY": "sk-2", "SHARED": "from-stripe"}"#)
         .await;
-    w.wait_target("web", &[("API_KEY", "prod-1"), ("SHARED", "from-stripe"), ("STRIPE_KEY", "sk-2")])
-        .await;
+    w.wait_target(
+        "web",
+        &[("API_KEY", "prod-1"), ("SHARED", "from-stripe"), ("STRIPE_KEY", "sk-2")],
+    )
+    .await;
     // One refresh, plus slack for a loaded 2-core machine.
     assert!(
         changed.elapsed() < refresh + Duration::from_secs(5),
@@ -74,7 +86,8 @@ async fn merges_environments_and_follows_changes_made_in_aws() {
 
     // Not a flat JSON object of strings: InvalidSecret naming it, never the value; the target
     // stays as it was.
-    w.aws_put("prod", "stripe", r#"{"STRIPE_KEY": {"nested": "hunter2"}}"#).await;
+    w.aws_put("prod", "stripe", r#"{"STRIPE_KEY": {"nested": "hunter2"}}"#)
+        .await;
     let sr = w.wait_reason("web", "InvalidSecret").await;
     let message = ready_message(&sr);
     assert!(
@@ -87,12 +100,17 @@ async fn merges_environments_and_follows_changes_made_in_aws() {
     let api: kube::Api<secretref::api::SecretRef> = kube::Api::namespaced(w.client.clone(), w.ns());
     crate::support::eventually(crate::fixture::WAIT, "InvalidSecret saying not JSON", || async {
         let sr = api.get("web").await.ok()?;
-        ready_message(&sr).contains("its SecretString is not JSON").then_some(())
+        ready_message(&sr)
+            .contains("its SecretString is not JSON")
+            .then_some(())
     })
     .await;
     w.aws_put("prod", "stripe", r#"{"STRIPE_KEY": "sk-3"}"#).await;
-    w.wait_target("web", &[("API_KEY", "prod-1"), ("SHARED", "from-api"), ("STRIPE_KEY", "sk-3")])
-        .await;
+    w.wait_target(
+        "web",
+        &[("API_KEY", "prod-1"), ("SHARED", "from-api"), ("STRIPE_KEY", "sk-3")],
+    )
+    .await;
 
     // Deleted in AWS: SecretNotFound, and the target is kept.
     w.aws
