@@ -324,7 +324,7 @@ async fn measure_operator(client: &Client, args: &Args, moto: &Moto, aws: &Aws, 
         .secret_string(value(0, 1))
         .send()
         .await?;
-    let want = format!("value-0-1");
+    let want = "value-0-1".to_string();
     let targets: Vec<String> = (0..args.refs)
         .filter(|i| i % args.store_secrets == 0)
         .map(|i| format!("r-{i}"))

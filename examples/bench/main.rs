@@ -92,7 +92,7 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    secretref::install_crypto_provider();
+    ::secretref::install_crypto_provider();
     let client = kube::Client::try_default().await.context("connecting (KUBECONFIG)")?;
     if args.backend == "aws" {
         return aws::run(&client, &args).await;
