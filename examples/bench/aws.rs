@@ -390,8 +390,12 @@ fn spawn_secretref(args: &Args, ns: &str) -> anyhow::Result<Process> {
     .map(|s| s.to_string())
     .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Call counts do not depend on the build profile: SECRETREF_BENCH_BINARY may name a debug build.
+    let binary = std::env::var_os("SECRETREF_BENCH_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/secretref"));
     Process::spawn(
-        &root.join("target/release/secretref"),
+        &binary,
         &argv,
         port,
         &root.join("target/bench-aws-secretref.log"),

@@ -111,7 +111,7 @@ async fn create_list_describe_delete_and_force_on_aws() {
     // --force on a secret that does not exist creates it.
     ok(s, &["create", "api", "A=1", "B=2", "--force"]);
 
-    let list = ok(s, &["list", "--json"]);
+    let list = ok(s, &["list", "--json", "--all-environments"]);
     let rows: Vec<(String, String, u64)> = serde_json::from_str::<Vec<Value>>(&list)
         .expect("json")
         .iter()
@@ -128,7 +128,7 @@ async fn create_list_describe_delete_and_force_on_aws() {
         [("main".into(), "api".into(), 2), ("prod".into(), "stripe".into(), 1)]
     );
     assert_eq!(ok(s, &["list", "-e", "prod", "--json"]).matches("\"name\"").count(), 1);
-    let table = ok(s, &["list"]);
+    let table = ok(s, &["list", "--all-environments"]);
     assert!(
         table.contains("stripe") && !table.contains("sk_live") && !table.contains("\"1\""),
         "{table}"
