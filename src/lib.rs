@@ -16,3 +16,12 @@ pub mod hash;
 pub mod metrics;
 pub mod model;
 pub mod render;
+
+/// Makes rustls use ring, the one crypto provider secretref links (kube's and the AWS SDK's TLS
+/// share it). Explicit, so that no feature combination of a dependency can leave rustls
+/// unable to choose (it panics at run time when two providers are linked and none is chosen).
+/// Call it first thing in every process; later calls are no-ops.
+pub fn install_crypto_provider() {
+    // Err: a provider is installed already (an earlier call).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -13,6 +13,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    secretref::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => secretref::controller::run(args).await,

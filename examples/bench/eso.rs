@@ -49,7 +49,7 @@ fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
         "--loglevel=error".into(),
     ];
     let log = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-{label}.log"));
-    Process::spawn(&env_path("SECRETREF_BENCH_ESO")?, &argv, port, &log)
+    Process::spawn(&env_path("SECRETREF_BENCH_ESO")?, &argv, port, &log, &[])
 }
 
 /// Creates an ExternalSecret with a plain POST, as cheap as the raw creates.
@@ -62,7 +62,7 @@ async fn create(client: &Client, manifest: serde_json::Value) -> anyhow::Result<
 }
 
 /// Installs ESO's CRDs from its module source and waits for ExternalSecret to be served.
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let dir = env_path("SECRETREF_BENCH_ESO_CRDS")?;
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();

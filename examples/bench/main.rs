@@ -12,6 +12,7 @@
 //! [--cycle SECONDS] [--profile-dir DIR] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
 //! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder) set by scripts/bench.
 
+mod aws;
 mod cluster;
 mod eso;
 mod measure;
@@ -29,6 +30,8 @@ pub struct Args {
     pub store_secrets: usize,
     pub unrelated: usize,
     pub peer_eso: bool,
+    /// `kubernetes` (the embedded store, the default) or `aws` (AWS calls against moto).
+    pub backend: String,
     pub concurrency: usize,
     pub cycle: Duration,
     pub json: PathBuf,
@@ -42,12 +45,14 @@ fn parse_args() -> anyhow::Result<Args> {
         store_secrets: 10,
         unrelated: 0,
         peer_eso: false,
+        backend: "kubernetes".to_string(),
         concurrency: 16,
         cycle: Duration::from_secs(30),
         json: PathBuf::from("bench.json"),
         profile_dir: None,
     };
-    let mut it = std::env::args().skip(1);
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = given.clone().into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -57,12 +62,25 @@ fn parse_args() -> anyhow::Result<Args> {
             "--concurrency" => args.concurrency = value()?.parse().context("--concurrency")?,
             "--cycle" => args.cycle = Duration::from_secs(value()?.parse().context("--cycle")?),
             "--json" => args.json = PathBuf::from(value()?),
+            "--backend" => match value()?.as_str() {
+                b @ ("kubernetes" | "aws") => args.backend = b.to_string(),
+                other => bail!("unknown backend {other:?} (kubernetes or aws)"),
+            },
             "--profile-dir" => args.profile_dir = Some(PathBuf::from(value()?)),
             "--peer" => match value()?.as_str() {
                 "eso" => args.peer_eso = true,
                 other => bail!("unknown peer {other:?} (only eso)"),
             },
             other => bail!("unknown argument {other:?}"),
+        }
+    }
+    // The aws run's defaults are the issue's: M = 100 secrets, a 60 s refresh.
+    if args.backend == "aws" {
+        if !given.iter().any(|a| a == "--store-secrets") {
+            args.store_secrets = 100;
+        }
+        if !given.iter().any(|a| a == "--cycle") {
+            args.cycle = Duration::from_secs(60);
         }
     }
     if args.refs == 0 || args.store_secrets == 0 || args.concurrency == 0 {
@@ -74,7 +92,11 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    ::secretref::install_crypto_provider();
     let client = kube::Client::try_default().await.context("connecting (KUBECONFIG)")?;
+    if args.backend == "aws" {
+        return aws::run(&client, &args).await;
+    }
     let mut report = report::Report::new(&args);
 
     eprintln!(

@@ -23,10 +23,17 @@ pub fn free_port() -> u16 {
 }
 
 impl Process {
-    pub fn spawn(program: &Path, args: &[String], metrics_port: u16, log: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        metrics_port: u16,
+        log: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = tokio::process::Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

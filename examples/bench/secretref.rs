@@ -46,7 +46,7 @@ fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
     .map(|s| s.to_string())
     .collect();
     let log = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-{label}.log"));
-    Process::spawn(&binary(), &argv, port, &log)
+    Process::spawn(&binary(), &argv, port, &log, &[])
 }
 
 async fn wait_leading(p: &Process) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 //! [`versions`]: SecretBackend::versions
 //! [`watch`]: SecretBackend::watch
 
+pub mod aws;
 pub mod credentials;
 pub mod kubernetes;
 pub mod memory;
@@ -203,9 +204,20 @@ impl BuildContext {
 /// SDK's configuration, logging in): the controller builds once per store generation.
 pub async fn for_provider(ctx: &BuildContext, provider: &Provider) -> Result<Arc<dyn SecretBackend>, BackendError> {
     match provider {
-        Provider { kubernetes: Some(k) } => Ok(Arc::new(
+        Provider {
+            kubernetes: Some(k),
+            aws: None,
+        } => Ok(Arc::new(
             kubernetes::KubernetesBackend::new(ctx.client.clone(), &k.namespace).with_metrics(ctx.metrics.clone()),
         )),
-        Provider { kubernetes: None } => Err(BackendError::Misconfigured("the store sets no provider".into())),
+        Provider {
+            kubernetes: None,
+            aws: Some(a),
+        } => Ok(Arc::new(aws::AwsBackend::new(ctx, a).await?)),
+        Provider {
+            kubernetes: None,
+            aws: None,
+        } => Err(BackendError::Misconfigured("the store sets no provider".into())),
+        Provider { .. } => Err(BackendError::Misconfigured("the store sets several providers".into())),
     }
 }

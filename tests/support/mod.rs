@@ -3,6 +3,8 @@
 //! namespace per test that is deleted when the test ends.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod moto;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -68,6 +70,7 @@ pub fn kubectl() -> Command {
 }
 
 pub async fn client() -> Client {
+    secretref::install_crypto_provider();
     // SECRETREF_TEST_LOG=debug shows the in-process operators' logs when debugging a test.
     if let Ok(filter) = std::env::var("SECRETREF_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
