@@ -13,6 +13,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // kube and the vault backend's reqwest share rustls; make its crypto provider ring, once,
+    // before any client exists (with another provider enabled by a dependency rustls could not
+    // choose on its own).
+    secretref::backend::vault::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => secretref::controller::run(args).await,

@@ -12,6 +12,7 @@
 pub mod credentials;
 pub mod kubernetes;
 pub mod memory;
+pub mod vault;
 
 use std::sync::Arc;
 
@@ -203,9 +204,20 @@ impl BuildContext {
 /// SDK's configuration, logging in): the controller builds once per store generation.
 pub async fn for_provider(ctx: &BuildContext, provider: &Provider) -> Result<Arc<dyn SecretBackend>, BackendError> {
     match provider {
-        Provider { kubernetes: Some(k) } => Ok(Arc::new(
+        Provider {
+            kubernetes: Some(k),
+            vault: None,
+        } => Ok(Arc::new(
             kubernetes::KubernetesBackend::new(ctx.client.clone(), &k.namespace).with_metrics(ctx.metrics.clone()),
         )),
-        Provider { kubernetes: None } => Err(BackendError::Misconfigured("the store sets no provider".into())),
+        Provider {
+            vault: Some(v),
+            kubernetes: None,
+        } => Ok(Arc::new(vault::VaultBackend::new(ctx, v).await?)),
+        Provider {
+            kubernetes: None,
+            vault: None,
+        } => Err(BackendError::Misconfigured("the store sets no provider".into())),
+        Provider { .. } => Err(BackendError::Misconfigured("the store sets several providers".into())),
     }
 }
