@@ -3,6 +3,8 @@
 //! namespace per test that is deleted when the test ends.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod vault;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

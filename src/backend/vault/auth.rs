@@ -238,7 +238,7 @@ impl Auth {
                     "the ServiceAccount {namespace}/{name} for Vault's Kubernetes auth does not exist"
                 )),
                 kube::Error::Api(s) if s.code == 403 => BackendError::Misconfigured(format!(
-                    "secretref may not request tokens of the ServiceAccount {namespace}/{name} (it needs create on serviceaccounts/token)"
+                    "secretref may not request tokens of the ServiceAccount {namespace}/{name}: it needs create on serviceaccounts/token (the chart's rbac.serviceAccountTokens=true)"
                 )),
                 _ => BackendError::Unavailable(format!(
                     "requesting a token of the ServiceAccount {namespace}/{name}: {e}"
