@@ -330,9 +330,13 @@ async fn stores_need_exactly_one_provider() {
     .await
     .expect_err("V10: two providers");
     assert!(err.contains("exactly one provider"), "{err}");
-    create(&client, &ns.name, store("vault", json!({ "vault": vault(json!({ "token": token })) })))
-        .await
-        .expect("a vault store with token auth is valid");
+    create(
+        &client,
+        &ns.name,
+        store("vault", json!({ "vault": vault(json!({ "token": token })) })),
+    )
+    .await
+    .expect("a vault store with token auth is valid");
     let app_role = json!({ "roleId": "r", "secretRef": { "name": "approle", "key": "secret-id" } });
     for (case, auth) in [
         ("no-auth", json!({})),
@@ -349,7 +353,10 @@ async fn stores_need_exactly_one_provider() {
     let err = create(
         &client,
         &ns.name,
-        store("bad-server", json!({ "vault": { "server": "vault:8200", "auth": { "token": token } } })),
+        store(
+            "bad-server",
+            json!({ "vault": { "server": "vault:8200", "auth": { "token": token } } }),
+        ),
     )
     .await
     .expect_err("a server that is not a URL");

@@ -426,7 +426,7 @@ async fn soft_delete_undelete_destroy_and_invalid_data() {
     let message = eventually(WAIT, "an invalid-secret report", || async {
         ready(&client, n, "app")
             .await
-            .filter(|(_, _, m)| m.contains("not a map of string values"))
+            .filter(|(_, _, m)| m.contains("cannot be read as a Modal-style secret"))
             .map(|(_, _, m)| m)
     })
     .await;
@@ -641,7 +641,7 @@ async fn check_and_set_conflicts_never_overwrite() {
         "auth": { "token": { "secretRef": { "name": "vault-admin", "key": "token" } } }
     }))
     .expect("spec");
-    let build = BuildContext::new(client.clone(), Some(ns.name.clone()));
+    let build = BuildContext::new(client.clone(), Some(ns.name.clone()), None);
     let backend = VaultBackend::new(&build, &spec).await.expect("backend");
     backend.check().await.expect("the store can serve");
     let id = SecretId::new("main", "app");
@@ -708,8 +708,18 @@ async fn versions_cost_one_metadata_read_per_secret() {
         "auth": { "token": { "secretRef": { "name": "vault-token", "key": "token" } } }
     }))
     .expect("spec");
-    let build = BuildContext::new(client.clone(), Some(ns.name.clone()));
+    let metrics = std::sync::Arc::new(secretref::metrics::Metrics::default());
+    let build = BuildContext::new(client.clone(), Some(ns.name.clone()), Some(metrics.clone()));
     let backend = VaultBackend::new(&build, &spec).await.expect("backend");
+    let calls = |operation: &'static str| {
+        metrics
+            .backend_calls
+            .get_or_create(&secretref::metrics::CallLabels {
+                provider: "vault",
+                operation,
+            })
+            .get()
+    };
     let mut with_missing = ids.clone();
     with_missing.push(SecretId::new("main", "missing"));
     let versions = backend.versions(&with_missing).await.expect("versions");
@@ -728,6 +738,8 @@ async fn versions_cost_one_metadata_read_per_secret() {
     );
     assert_eq!(vault.audited("read", &format!("secret/data/{PREFIX}/")), 5);
     assert_eq!(vault.audited("read", &format!("secret/metadata/{PREFIX}/")), 6);
+    // secretref's own count agrees with Vault's.
+    assert_eq!((calls("metadata.read"), calls("data.read")), (6, 5));
 }
 
 #[tokio::test]

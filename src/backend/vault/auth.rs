@@ -111,7 +111,7 @@ impl Auth {
                 let lookup = self
                     .http
                     .send(
-                        "lookup_self",
+                        "token.lookup-self",
                         Method::GET,
                         "auth/token/lookup-self",
                         "",

@@ -108,7 +108,7 @@ impl VaultBackend {
     async fn read_metadata(&self, id: &SecretId) -> Result<Option<SecretMetadata>, BackendError> {
         let path = self.layout.metadata(id);
         let what = format!("reading the metadata of {} at {path}", Self::describe(id));
-        let metadata: SecretMetadata = match self.call("read_metadata", Method::GET, &path, "", None, &what).await? {
+        let metadata: SecretMetadata = match self.call("metadata.read", Method::GET, &path, "", None, &what).await? {
             Reply::Ok(body) => body.data(&what)?,
             Reply::NotFound => return Ok(None),
             Reply::Rejected { status, errors } => return Err(self.unexpected(&what, status, &errors)),
@@ -141,7 +141,7 @@ impl VaultBackend {
     async fn read_data(&self, id: &SecretId) -> Result<Option<StoredSecret>, BackendError> {
         let path = self.layout.data(id);
         let what = format!("reading {} at {path}", Self::describe(id));
-        let body = match self.call("read_data", Method::GET, &path, "", None, &what).await? {
+        let body = match self.call("data.read", Method::GET, &path, "", None, &what).await? {
             Reply::Ok(body) => body,
             // A soft-deleted or destroyed current version also answers 404.
             Reply::NotFound => return Ok(None),
@@ -179,7 +179,7 @@ impl VaultBackend {
             .collect();
         let body = json!({ "options": { "cas": cas }, "data": values });
         let written = match self
-            .call("write_data", Method::POST, &path, "", Some(&body), &what)
+            .call("data.write", Method::POST, &path, "", Some(&body), &what)
             .await?
         {
             Reply::Ok(body) => body,
@@ -206,7 +206,7 @@ impl VaultBackend {
         let what = format!("marking {} at {path} as secretref's", Self::describe(id));
         let body = json!({ "custom_metadata": kv::custom_metadata(id) });
         match self
-            .call("write_metadata", Method::POST, &path, "", Some(&body), &what)
+            .call("metadata.write", Method::POST, &path, "", Some(&body), &what)
             .await?
         {
             Reply::Ok(_) => Ok(()),
@@ -220,7 +220,7 @@ impl VaultBackend {
     async fn list_folder(&self, folder: &str) -> Result<Vec<String>, BackendError> {
         let what = format!("listing {folder}");
         match self
-            .call("list", Method::GET, folder, "?list=true", None, &what)
+            .call("metadata.list", Method::GET, folder, "?list=true", None, &what)
             .await?
         {
             Reply::Ok(body) => Ok(body.data::<Listing>(&what)?.keys),
@@ -243,7 +243,7 @@ impl VaultBackend {
         let what = format!("reading the key names of {} at {path}", Self::describe(&id));
         let query = format!("?depth=1&version={number}");
         let keys = match self
-            .call("read_subkeys", Method::GET, &path, &query, None, &what)
+            .call("subkeys.read", Method::GET, &path, &query, None, &what)
             .await?
         {
             Reply::Ok(body) => body.data::<Subkeys>(&what)?.subkeys.into_keys().collect(),
@@ -339,7 +339,7 @@ impl SecretBackend for VaultBackend {
         let path = self.layout.metadata(&id);
         let what = format!("reading the metadata of {} at {path}", Self::describe(&id));
         // Not read_metadata: --force replaces whatever is at the path, secretref's or not.
-        let current = match self.call("read_metadata", Method::GET, &path, "", None, &what).await? {
+        let current = match self.call("metadata.read", Method::GET, &path, "", None, &what).await? {
             Reply::Ok(body) => body.data::<SecretMetadata>(&what)?.current_version,
             Reply::NotFound => 0,
             Reply::Rejected { status, errors } => return Err(self.unexpected(&what, status, &errors)),
@@ -363,7 +363,7 @@ impl SecretBackend for VaultBackend {
         let path = self.layout.metadata(&id);
         let what = format!("deleting {} at {path}", Self::describe(&id));
         match self
-            .call("delete_metadata", Method::DELETE, &path, "", None, &what)
+            .call("metadata.delete", Method::DELETE, &path, "", None, &what)
             .await?
         {
             Reply::Ok(_) => Ok(()),
@@ -378,7 +378,7 @@ impl SecretBackend for VaultBackend {
     async fn check(&self) -> Result<(), BackendError> {
         let path = format!("sys/internal/ui/mounts/{}", self.layout.mount);
         let what = format!("looking up the mount {:?}", self.layout.mount);
-        let body: Body = match self.call("read_mount", Method::GET, &path, "", None, &what).await? {
+        let body: Body = match self.call("mount.read", Method::GET, &path, "", None, &what).await? {
             Reply::Ok(body) => body,
             Reply::NotFound | Reply::Rejected { .. } => {
                 return Err(BackendError::Misconfigured(format!(
