@@ -107,6 +107,11 @@ impl Auth {
             format!(" ({})", errors.join("; "))
         };
         match &self.method {
+            AuthMethod::Token { secret } if errors.iter().any(|e| e.contains("invalid token")) => {
+                BackendError::Misconfigured(format!(
+                    "Vault refused the token in {secret}: it is invalid, expired or revoked; put a valid token there"
+                ))
+            }
             AuthMethod::Token { secret } => {
                 let lookup = self
                     .http

@@ -223,8 +223,39 @@ fn errors(body: &Body) -> Vec<String> {
         errors: Vec<String>,
     }
     serde_json::from_slice::<Errors>(&body.0)
-        .map(|e| e.errors)
+        .map(|e| e.errors.iter().flat_map(|e| flatten(e)).collect())
         .unwrap_or_default()
+}
+
+/// Vault's multi-error texts ("2 errors occurred:\n\t* permission denied\n\t* invalid token")
+/// as their items, one line each.
+fn flatten(error: &str) -> Vec<String> {
+    let items: Vec<String> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !(l.ends_with("occurred:") && l.contains("error")))
+        .map(|l| l.trim_start_matches("* ").to_string())
+        .collect();
+    if items.is_empty() {
+        vec![error.trim().to_string()]
+    } else {
+        items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multi_errors_become_items() {
+        assert_eq!(
+            super::flatten("2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"),
+            ["permission denied", "invalid token"]
+        );
+        assert_eq!(
+            super::flatten("check-and-set parameter did not match the current version"),
+            ["check-and-set parameter did not match the current version"]
+        );
+    }
 }
 
 /// An error with its causes ("error sending request: connection refused"), one line.
