@@ -35,7 +35,7 @@ fn env_path(var: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{var} is not set (scripts/bench sets it)"))
 }
 
-fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
+pub fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
     let port = free_port();
     let argv: Vec<String> = vec![
         format!("--metrics-addr=127.0.0.1:{port}"),
@@ -62,7 +62,7 @@ async fn create(client: &Client, manifest: serde_json::Value) -> anyhow::Result<
 }
 
 /// Installs ESO's CRDs from its module source and waits for ExternalSecret to be served.
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let dir = env_path("SECRETREF_BENCH_ESO_CRDS")?;
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();

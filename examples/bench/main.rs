@@ -8,9 +8,14 @@
 //!   RSS with and without K unrelated Secrets, backend reads and writes over one refresh cycle
 //!   in steady state, and store-change propagation latency (p50, p99).
 //!
+//!
+//! With `--backend vault` it measures instead what the vault provider costs HashiCorp Vault
+//! (`vault.rs`), next to ESO's vault provider with `--peer eso`.
+//!
 //! Usage: `bench --refs N [--store-secrets M] [--unrelated K] [--peer eso] [--concurrency C]
-//! [--cycle SECONDS] [--profile-dir DIR] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
-//! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder) set by scripts/bench.
+//! [--cycle SECONDS] [--profile-dir DIR] [--backend kubernetes|vault] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
+//! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder; for vault,
+//! `SECRETREF_BENCH_VAULT`, the vault binary) set by scripts/bench.
 
 mod cluster;
 mod eso;
@@ -18,6 +23,7 @@ mod measure;
 mod operator;
 mod report;
 mod secretref;
+mod vault;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -34,6 +40,8 @@ pub struct Args {
     pub json: PathBuf,
     /// Where to write a kube-apiserver CPU profile of each cold sync (`go tool pprof -top`).
     pub profile_dir: Option<PathBuf>,
+    /// `vault`: measure the vault provider's cost to Vault instead (see vault.rs).
+    pub vault: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -46,6 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
         cycle: Duration::from_secs(30),
         json: PathBuf::from("bench.json"),
         profile_dir: None,
+        vault: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +67,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--cycle" => args.cycle = Duration::from_secs(value()?.parse().context("--cycle")?),
             "--json" => args.json = PathBuf::from(value()?),
             "--profile-dir" => args.profile_dir = Some(PathBuf::from(value()?)),
+            "--backend" => match value()?.as_str() {
+                "kubernetes" => args.vault = false,
+                "vault" => args.vault = true,
+                other => bail!("unknown backend {other:?} (kubernetes or vault)"),
+            },
             "--peer" => match value()?.as_str() {
                 "eso" => args.peer_eso = true,
                 other => bail!("unknown peer {other:?} (only eso)"),
@@ -75,6 +89,9 @@ fn parse_args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let client = kube::Client::try_default().await.context("connecting (KUBECONFIG)")?;
+    if args.vault {
+        return vault::run(&client, &args).await;
+    }
     let mut report = report::Report::new(&args);
 
     eprintln!(
