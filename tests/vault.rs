@@ -766,13 +766,10 @@ async fn store_status_says_why_a_vault_store_cannot_serve() {
             Some((c.reason, c.message))
         }
     };
-    let check = |name: &'static str, want: &'static str, needle: &'static str| {
-        let reason = reason.clone();
-        async move {
-            let (r, m) = eventually(WAIT, &format!("store {name} checked"), || reason(name)).await;
-            assert_eq!(r, want, "{name}: {m}");
-            assert!(m.contains(needle), "{name}: {m}");
-        }
+    let check = |name: &'static str, want: &'static str, needle: &'static str| async move {
+        let (r, m) = eventually(WAIT, &format!("store {name} checked"), || reason(name)).await;
+        assert_eq!(r, want, "{name}: {m}");
+        assert!(m.contains(needle), "{name}: {m}");
     };
     check("good", "Valid", "").await;
     check("no-secret", "InvalidProvider", "does not exist").await;

@@ -233,28 +233,13 @@ fn flatten(error: &str) -> Vec<String> {
     let items: Vec<String> = error
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !(l.ends_with("occurred:") && l.contains("error")))
+        .filter(|l| !(l.is_empty() || l.ends_with("occurred:") && l.contains("error")))
         .map(|l| l.trim_start_matches("* ").to_string())
         .collect();
     if items.is_empty() {
         vec![error.trim().to_string()]
     } else {
         items
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn multi_errors_become_items() {
-        assert_eq!(
-            super::flatten("2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"),
-            ["permission denied", "invalid token"]
-        );
-        assert_eq!(
-            super::flatten("check-and-set parameter did not match the current version"),
-            ["check-and-set parameter did not match the current version"]
-        );
     }
 }
 
@@ -271,4 +256,19 @@ fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multi_errors_become_items() {
+        assert_eq!(
+            super::flatten("2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"),
+            ["permission denied", "invalid token"]
+        );
+        assert_eq!(
+            super::flatten("check-and-set parameter did not match the current version"),
+            ["check-and-set parameter did not match the current version"]
+        );
+    }
 }
