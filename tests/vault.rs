@@ -680,6 +680,23 @@ async fn check_and_set_conflicts_never_overwrite() {
         .ok("DELETE", &format!("secret/data/{PREFIX}/main/app"), Value::Null)
         .await;
     assert!(backend.get("main", "app").await.expect("read").is_none());
+    let versions = backend.versions(std::slice::from_ref(&id)).await.expect("versions");
+    assert_eq!(versions[0].1, None, "a soft-deleted current version is absent");
+    vault
+        .ok(
+            "POST",
+            &format!("secret/undelete/{PREFIX}/main/app"),
+            json!({"versions": [3]}),
+        )
+        .await;
+    let versions = backend.versions(std::slice::from_ref(&id)).await.expect("versions");
+    assert!(
+        versions[0].1.as_deref().is_some_and(|v| v.starts_with("3@")),
+        "{versions:?}"
+    );
+    vault
+        .ok("DELETE", &format!("secret/data/{PREFIX}/main/app"), Value::Null)
+        .await;
     backend
         .create("main", "app", secret_data(&[("K", "reborn")]))
         .await
