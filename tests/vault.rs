@@ -423,13 +423,7 @@ async fn soft_delete_undelete_destroy_and_invalid_data() {
     vault
         .kv_put(&path, json!({"KEY": "hunter2", "PORT": 5432, "NESTED": {"a": "b"}}))
         .await;
-    let message = eventually(WAIT, "an invalid-secret report", || async {
-        ready(&client, n, "app")
-            .await
-            .filter(|(_, _, m)| m.contains("cannot be read as a Modal-style secret"))
-            .map(|(_, _, m)| m)
-    })
-    .await;
+    let message = wait_reason(&client, n, "app", "InvalidSecret").await;
     assert!(
         message.contains(&format!("secret/data/{path}")),
         "names the path: {message}"
