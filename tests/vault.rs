@@ -576,7 +576,7 @@ async fn cli_on_a_vault_store() {
         .await;
 
     // list: names and key counts (from subkeys), never values.
-    let listed: Vec<Value> = serde_json::from_str(&cli.ok(&["list", "--json"])).expect("json");
+    let listed: Vec<Value> = serde_json::from_str(&cli.ok(&["list", "--json", "--all-environments"])).expect("json");
     let rows: Vec<(String, String, u64)> = listed
         .iter()
         .map(|r| {
