@@ -317,17 +317,50 @@ async fn stores_need_exactly_one_provider() {
         .await
         .expect_err("V10: no provider");
     assert!(err.contains("spec.provider"), "{err}");
+    let vault = |auth: Value| json!({ "server": "https://vault.example:8200", "auth": auth });
+    let token = json!({ "secretRef": { "name": "vault-token", "key": "token" } });
     let err = create(
         &client,
         &ns.name,
         store(
             "two",
-            json!({ "kubernetes": { "namespace": "a" }, "vault": { "path": "x" } }),
+            json!({ "kubernetes": { "namespace": "a" }, "vault": vault(json!({ "token": token })) }),
         ),
     )
     .await
     .expect_err("V10: two providers");
-    assert!(err.contains("spec.provider.vault"), "{err}");
+    assert!(err.contains("exactly one provider"), "{err}");
+    create(
+        &client,
+        &ns.name,
+        store("vault", json!({ "vault": vault(json!({ "token": token })) })),
+    )
+    .await
+    .expect("a vault store with token auth is valid");
+    let app_role = json!({ "roleId": "r", "secretRef": { "name": "approle", "key": "secret-id" } });
+    for (case, auth) in [
+        ("no-auth", json!({})),
+        ("two-auths", json!({ "token": token, "appRole": app_role })),
+    ] {
+        let err = create(&client, &ns.name, store(case, json!({ "vault": vault(auth) })))
+            .await
+            .expect_err(case);
+        assert!(
+            err.contains("spec.provider.vault.auth") && err.contains("exactly one auth method"),
+            "{case}: {err}"
+        );
+    }
+    let err = create(
+        &client,
+        &ns.name,
+        store(
+            "bad-server",
+            json!({ "vault": { "server": "vault:8200", "auth": { "token": token } } }),
+        ),
+    )
+    .await
+    .expect_err("a server that is not a URL");
+    assert!(err.contains("spec.provider.vault.server"), "{err}");
     let err = create(
         &client,
         &ns.name,

@@ -35,7 +35,7 @@ fn env_path(var: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{var} is not set (scripts/bench sets it)"))
 }
 
-fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
+pub fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
     let port = free_port();
     let argv: Vec<String> = vec![
         format!("--metrics-addr=127.0.0.1:{port}"),

@@ -8,9 +8,14 @@
 //!   RSS with and without K unrelated Secrets, backend reads and writes over one refresh cycle
 //!   in steady state, and store-change propagation latency (p50, p99).
 //!
+//!
+//! With `--backend vault` it measures instead what the vault provider costs HashiCorp Vault
+//! (`vault.rs`), next to ESO's vault provider with `--peer eso`.
+//!
 //! Usage: `bench --refs N [--store-secrets M] [--unrelated K] [--peer eso] [--concurrency C]
-//! [--cycle SECONDS] [--profile-dir DIR] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
-//! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder) set by scripts/bench.
+//! [--cycle SECONDS] [--profile-dir DIR] [--backend kubernetes|aws|vault] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
+//! the ESO binary, and `SECRETREF_BENCH_ESO_CRDS`, its CRD folder; for vault,
+//! `SECRETREF_BENCH_VAULT`, the vault binary) set by scripts/bench.
 
 mod aws;
 mod cluster;
@@ -19,6 +24,7 @@ mod measure;
 mod operator;
 mod report;
 mod secretref;
+mod vault;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -30,7 +36,8 @@ pub struct Args {
     pub store_secrets: usize,
     pub unrelated: usize,
     pub peer_eso: bool,
-    /// `kubernetes` (the embedded store, the default) or `aws` (AWS calls against moto).
+    /// `kubernetes` (the embedded store, the default), `aws` (AWS calls against moto) or
+    /// `vault` (requests to HashiCorp Vault, see vault.rs).
     pub backend: String,
     pub concurrency: usize,
     pub cycle: Duration,
@@ -63,8 +70,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--cycle" => args.cycle = Duration::from_secs(value()?.parse().context("--cycle")?),
             "--json" => args.json = PathBuf::from(value()?),
             "--backend" => match value()?.as_str() {
-                b @ ("kubernetes" | "aws") => args.backend = b.to_string(),
-                other => bail!("unknown backend {other:?} (kubernetes or aws)"),
+                b @ ("kubernetes" | "aws" | "vault") => args.backend = b.to_string(),
+                other => bail!("unknown backend {other:?} (kubernetes, aws or vault)"),
             },
             "--profile-dir" => args.profile_dir = Some(PathBuf::from(value()?)),
             "--peer" => match value()?.as_str() {
@@ -96,6 +103,9 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("connecting (KUBECONFIG)")?;
     if args.backend == "aws" {
         return aws::run(&client, &args).await;
+    }
+    if args.backend == "vault" {
+        return vault::run(&client, &args).await;
     }
     let mut report = report::Report::new(&args);
 

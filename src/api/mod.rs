@@ -4,11 +4,13 @@ pub mod cluster_secretref;
 pub mod condition;
 pub mod secretref;
 pub mod store;
+pub mod vault;
 
 pub use cluster_secretref::*;
 pub use condition::{Condition, Reason};
 pub use secretref::*;
 pub use store::*;
+pub use vault::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

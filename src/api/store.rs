@@ -3,7 +3,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::condition::Condition;
+use super::{condition::Condition, vault::VaultProvider};
 use crate::model::{DEFAULT_ENVIRONMENT, DNS_SUBDOMAIN_PATTERN, ENVIRONMENT_PATTERN, SECRET_DATA_KEY_PATTERN};
 
 /// A store of Modal-style secrets that serves SecretRefs in its own namespace only.
@@ -90,7 +90,7 @@ pub struct ClusterSecretStoreSpec {
 /// not know is rejected by the API server as an unknown field.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("[has(self.kubernetes), has(self.aws)].filter(p, p).size() == 1").message("exactly one provider must be set"))]
+#[x_kube(validation = kube::core::Rule::new("[has(self.kubernetes), has(self.aws), has(self.vault)].filter(p, p).size() == 1").message("exactly one provider must be set"))]
 pub struct Provider {
     /// The embedded store: each Modal-style secret is one native Secret in `namespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +99,9 @@ pub struct Provider {
     /// `<prefix>/<environment>/<name>` whose SecretString is a flat JSON object of strings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsProvider>,
+    /// HashiCorp Vault's KV version 2 secrets engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultProvider>,
 }
 
 /// Keeps Modal-style secrets as native Secrets in one namespace of this cluster.

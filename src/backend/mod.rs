@@ -13,6 +13,7 @@ pub mod aws;
 pub mod credentials;
 pub mod kubernetes;
 pub mod memory;
+pub mod vault;
 
 use std::sync::Arc;
 
@@ -207,16 +208,24 @@ pub async fn for_provider(ctx: &BuildContext, provider: &Provider) -> Result<Arc
         Provider {
             kubernetes: Some(k),
             aws: None,
+            vault: None,
         } => Ok(Arc::new(
             kubernetes::KubernetesBackend::new(ctx.client.clone(), &k.namespace).with_metrics(ctx.metrics.clone()),
         )),
         Provider {
             kubernetes: None,
             aws: Some(a),
+            vault: None,
         } => Ok(Arc::new(aws::AwsBackend::new(ctx, a).await?)),
         Provider {
             kubernetes: None,
             aws: None,
+            vault: Some(v),
+        } => Ok(Arc::new(vault::VaultBackend::new(ctx, v).await?)),
+        Provider {
+            kubernetes: None,
+            aws: None,
+            vault: None,
         } => Err(BackendError::Misconfigured("the store sets no provider".into())),
         Provider { .. } => Err(BackendError::Misconfigured("the store sets several providers".into())),
     }
