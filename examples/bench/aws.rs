@@ -394,13 +394,7 @@ fn spawn_secretref(args: &Args, ns: &str) -> anyhow::Result<Process> {
     let binary = std::env::var_os("SECRETREF_BENCH_BINARY")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/release/secretref"));
-    Process::spawn(
-        &binary,
-        &argv,
-        port,
-        &root.join("target/bench-aws-secretref.log"),
-        &[],
-    )
+    Process::spawn(&binary, &argv, port, &root.join("target/bench-aws-secretref.log"), &[])
 }
 
 fn spawn_eso(args: &Args, moto: &Moto) -> anyhow::Result<Process> {

@@ -137,6 +137,7 @@ impl Credentials {
             }
             Err(e) => return Err(BackendError::Unavailable(format!("reading {what}: {e}"))),
         };
+        tracing::debug!(namespace = %r.namespace, name = %r.name, "credential Secret read");
         let data: BTreeMap<String, Option<SecretValue>> = secret
             .data
             .into_iter()

@@ -97,6 +97,13 @@ pub async fn reconcile<K: StoreObject>(store: Arc<K>, ctx: Arc<Context>) -> Resu
     let key = format!("store/{}/{}", store.namespace().unwrap_or_default(), store.name_any());
     match reason {
         Reason::BackendUnavailable => Ok(Action::requeue(ctx.backoff.next(&key))),
+        // A misconfiguration is often a credential (a revoked token, a rotated secret ID) that
+        // someone fixes in a Secret, which is re-read after at most credentials::MAX_AGE: look
+        // again that soon, so the store and its SecretRefs recover without waiting minutes.
+        Reason::InvalidProvider => {
+            ctx.backoff.reset(&key);
+            Ok(Action::requeue(crate::backend::credentials::MAX_AGE))
+        }
         _ => {
             ctx.backoff.reset(&key);
             Ok(Action::requeue(RECHECK))

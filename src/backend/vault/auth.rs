@@ -41,6 +41,10 @@ pub struct Auth {
     credentials: Credentials,
     client: kube::Client,
     lease: tokio::sync::Mutex<Option<Lease>>,
+    /// The last secret ID Vault refused and why. It is not presented again: Vault's user
+    /// lockout (on by default for AppRole) locks the role out for 15 minutes after 5 refused
+    /// logins, which would outlast the fix. A login waits for a different secret ID instead.
+    refused: std::sync::Mutex<Option<(SecretValue, String)>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -59,6 +63,7 @@ impl Auth {
             credentials,
             client,
             lease: tokio::sync::Mutex::new(None),
+            refused: std::sync::Mutex::new(None),
         }
     }
 
@@ -168,20 +173,35 @@ impl Auth {
                 secret,
             } => {
                 let who = format!("AppRole login (mount {mount_path:?}, role ID {role_id:?}, secret ID in {secret})");
-                let secret_id = self.credentials.get(secret).await?;
-                let body = json!({ "role_id": role_id, "secret_id": secret_id.expose() });
-                match self.login_with(mount_path, &body, &who).await {
-                    // The secret ID may have been rotated since it was read: read it once more.
-                    Err(BackendError::Misconfigured(_)) => {
-                        self.credentials.invalidate(secret);
-                        let secret_id = self.credentials.get(secret).await?;
-                        let body = json!({ "role_id": role_id, "secret_id": secret_id.expose() });
-                        self.login_with(mount_path, &body, &who).await
+                let mut secret_id = self.credentials.get(secret).await?;
+                if self.refused_before(&secret_id).is_some() {
+                    // Perhaps rotated since it was read: read the Secret once more.
+                    self.credentials.invalidate(secret);
+                    secret_id = self.credentials.get(secret).await?;
+                    if let Some(message) = self.refused_before(&secret_id) {
+                        return Err(BackendError::Misconfigured(message));
                     }
-                    other => other,
                 }
+                let body = json!({ "role_id": role_id, "secret_id": secret_id.expose() });
+                let result = self.login_with(mount_path, &body, &who).await;
+                if let Err(BackendError::Misconfigured(message)) = &result {
+                    // Re-read the Secret at the next attempt, and until it changes, answer
+                    // with this refusal instead of asking Vault again.
+                    self.credentials.invalidate(secret);
+                    *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some((secret_id, message.clone()));
+                }
+                result
             }
         }
+    }
+
+    /// Why Vault refused `secret_id` before, if it did.
+    fn refused_before(&self, secret_id: &SecretValue) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .as_ref()
+            .filter(|(id, _)| id == secret_id)
+            .map(|(_, message)| message.clone())
     }
 
     async fn login_with(&self, mount_path: &str, body: &serde_json::Value, who: &str) -> Result<Lease, BackendError> {
