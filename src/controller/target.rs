@@ -1,6 +1,10 @@
 //! The target Secret: who may write it (ownership) and writing it only when it differs.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -114,20 +118,63 @@ fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
 /// of the Secret we applied. While the target still carries that resourceVersion nobody has
 /// touched it since, so an unchanged desired Secret needs neither a read nor a write. (The
 /// fingerprint stays in memory; it is never logged or stored.)
+///
+/// It also remembers writes the API server refused (422): the same Secret against the same
+/// target would be refused again, so it is not sent again for [`REFUSAL_MEMORY`] unless the
+/// target or the desired Secret changes. Otherwise every refresh would re-send it, a retry
+/// storm of one request per SecretRef per refresh interval.
 #[derive(Debug, Default)]
-pub struct WriteMemo(Mutex<HashMap<(String, String), (String, u64)>>);
+pub struct WriteMemo {
+    written: Mutex<HashMap<(String, String), (String, u64)>>,
+    refused: Mutex<HashMap<(String, String), Refusal>>,
+}
+
+/// A refused write: the target's version then (as the target watch saw it), the fingerprint of
+/// the refused Secret, the API server's reason and when.
+#[derive(Debug, Clone)]
+struct Refusal {
+    version: Option<String>,
+    print: u64,
+    why: String,
+    at: Instant,
+}
+
+/// How long a refused write is not re-sent unchanged. The target watch follows only Secrets
+/// labelled as ours, so a change to another Secret under the name (which could make the write
+/// acceptable) is noticed no later than this.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(300);
 
 impl WriteMemo {
     fn get(&self, key: &(String, String)) -> Option<(String, u64)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     fn set(&self, key: (String, String), value: Option<(String, u64)>) {
-        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let mut memo = self.written.lock().unwrap_or_else(|p| p.into_inner());
         match value {
             Some(v) => memo.insert(key, v),
             None => memo.remove(&key),
         };
+    }
+
+    /// The refusal of this very write, if it was refused recently against the same target.
+    fn refusal(&self, key: &(String, String), version: Option<&str>, print: u64) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .get(key)
+            .filter(|r| r.print == print && r.version.as_deref() == version && r.at.elapsed() < REFUSAL_MEMORY)
+            .map(|r| r.why.clone())
+    }
+
+    fn refuse(&self, key: (String, String), version: Option<String>, print: u64, why: String) {
+        let refusal = Refusal {
+            version,
+            print,
+            why,
+            at: Instant::now(),
+        };
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(key, refusal);
     }
 }
 
@@ -155,11 +202,14 @@ pub async fn apply(
     let desired = desired_secret(sr, data, data_hash);
     let print = fingerprint(&desired);
     let current_version = targets.get(&namespace, &target);
-    if let (Some(version), Some((written, written_print))) = (current_version, memo.get(&key))
-        && version == written
+    if let (Some(version), Some((written, written_print))) = (&current_version, memo.get(&key))
+        && *version == written
         && written_print == print
     {
         return Ok(false);
+    }
+    if let Some(why) = memo.refusal(&key, current_version.as_deref(), print) {
+        return Err(SyncError::TargetConflict { target, why });
     }
 
     let existing = api
@@ -182,10 +232,11 @@ pub async fn apply(
         }
         // The API server refuses what cannot be (an immutable type changed, an invalid label):
         // the user must change something; retrying will not help.
-        Err(kube::Error::Api(s)) if s.code == 422 => Err(SyncError::TargetConflict {
-            target,
-            why: format!("the API server refused it: {}", s.message),
-        }),
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            let why = format!("the API server refused it: {}", s.message);
+            memo.refuse(key, current_version, print, why.clone());
+            Err(SyncError::TargetConflict { target, why })
+        }
         Err(e) => Err(SyncError::kube(format!("writing target Secret {target:?}"), e)),
     }
 }
@@ -249,6 +300,18 @@ mod tests {
         ensure_writable(None, &secret_ref("Owner", "Opaque")).expect("new");
         let foreign = secret(serde_json::json!({}), serde_json::json!({}));
         assert!(refusal(Some(&foreign), &secret_ref("Owner", "Opaque")).contains("not created by this SecretRef"));
+    }
+
+    #[test]
+    fn a_refused_write_is_not_resent_until_something_changes() {
+        let memo = WriteMemo::default();
+        let key = ("ns".to_string(), "t".to_string());
+        memo.refuse(key.clone(), None, 7, "refused".into());
+        assert_eq!(memo.refusal(&key, None, 7).as_deref(), Some("refused"));
+        assert_eq!(memo.refusal(&key, None, 8), None, "another desired Secret is sent");
+        assert_eq!(memo.refusal(&key, Some("12"), 7), None, "a changed target is tried again");
+        memo.set(key.clone(), Some(("13".into(), 8)));
+        assert_eq!(memo.refusal(&key, None, 7), None, "a good write forgets the refusal");
     }
 
     #[test]

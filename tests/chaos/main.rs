@@ -17,4 +17,6 @@ mod hostile;
 mod load;
 mod operator;
 mod sampler;
+mod specs;
+mod tenancy;
 mod world;

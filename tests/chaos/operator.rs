@@ -135,15 +135,6 @@ impl OperatorProcess {
             .unwrap_or_default()
     }
 
-    /// One value of the operator's /metrics (a series written exactly as exposed).
-    pub async fn metric(&self, series: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -288,20 +288,6 @@ impl World {
         }
     }
 
-    /// Waits until `n` mirrored targets hold their newest value (to time a fault mid-sync).
-    pub async fn wait_current(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if let Some((current, _, _)) = self.progress().await
-                && current >= n
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{}: {n} targets never became current", self.name);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     /// No value reached the operator's logs, any Event, any status or the operator's metrics.
     pub async fn assert_no_leaks(&self) {
         let client = self.cluster.client.clone();
