@@ -49,9 +49,6 @@ pub enum Reason {
     TooLarge,
     TemplateError,
     BackendUnavailable,
-    /// SecretRef: the store holds something under a secret's address that is not a flat map of
-    /// string values (for example invalid UTF-8, or a hand-made object naming another secret).
-    InvalidSecret,
     /// Store: the provider configuration cannot work (for example a bad namespace name).
     InvalidProvider,
     /// ClusterSecretRef: every selected namespace holds its SecretRef, Ready.
@@ -76,7 +73,6 @@ impl Reason {
             Reason::TooLarge => "TooLarge",
             Reason::TemplateError => "TemplateError",
             Reason::BackendUnavailable => "BackendUnavailable",
-            Reason::InvalidSecret => "InvalidSecret",
             Reason::InvalidProvider => "InvalidProvider",
             Reason::Provisioned => "Provisioned",
             Reason::NamespacesFailing => "NamespacesFailing",

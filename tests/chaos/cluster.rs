@@ -173,6 +173,13 @@ impl Drop for ChaosCluster {
             eprintln!("chaos: keeping the control plane in {}", self.state.display());
             return;
         }
+        // Keep the logs (the state folder goes with `down`) for a look after a failure.
+        let logs = repo_root().join("target/chaos/logs");
+        let _ = std::fs::create_dir_all(&logs);
+        let scenario = self.state.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for log in ["operator.log", "kube-apiserver.log", "etcd.log"] {
+            let _ = std::fs::copy(self.state.join(log), logs.join(format!("{scenario}-{log}")));
+        }
         let _ = cluster_script(&self.state, &["down"]);
     }
 }

@@ -58,7 +58,7 @@ impl OperatorProcess {
             ])
             .env("KUBECONFIG", &self.kubeconfig)
             // Values must not reach logs at any level: log as much as is practical.
-            .env("RUST_LOG", "info,secretref=trace,kube_runtime::watcher=debug")
+            .env("RUST_LOG", "info,secretref=trace,kube_runtime::watcher=debug,kube_runtime::controller=debug")
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
