@@ -135,6 +135,16 @@ impl OperatorProcess {
             .unwrap_or_default()
     }
 
+    /// How many SecretRef reconciles this run has finished (`secretref_reconciles_total`).
+    pub async fn secretref_reconciles(&self) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("secretref_reconciles_total{") && l.contains("kind=\"SecretRef\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
