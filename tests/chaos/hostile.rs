@@ -113,6 +113,7 @@ async fn hostile_store_content() {
     let mut binary: Data = w.fresh(&["BIN"]);
     binary.insert("BIN".into(), [MARKER.as_bytes(), &[0xff, 0xfe, 0x00, 0xc3]].concat());
     w.hand_write("binary", Some("binary"), true, opaque, binary, false).await;
+    w.failing(APPS, "binary");
     for name in ["impostor", "unannotated", "unlabelled"] {
         w.apply_secretref(&w.cluster.client, APPS, name, json!({ "secrets": [{ "name": name }] })).await.expect("apply");
     }

@@ -62,6 +62,9 @@ pub struct World {
     counter: AtomicU64,
     started: Instant,
     name: String,
+    /// SecretRefs (`namespace/name`) meant to fail now: their targets must still hold the
+    /// newest good value, but they are not expected to be Synced.
+    failing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl World {
@@ -91,6 +94,7 @@ impl World {
             counter: AtomicU64::new(0),
             started: Instant::now(),
             name: name.to_string(),
+            failing: Default::default(),
         }
     }
 
@@ -140,6 +144,11 @@ impl World {
     /// store secret `secret`.
     pub fn mirror(&self, namespace: &str, name: &str, secret: &str) {
         lock(&self.truth).mirror(&format!("{namespace}/{name}"), &format!("{ENV}/{secret}"));
+    }
+
+    /// Marks a SecretRef as meant to fail from now on (its target keeps the last good value).
+    pub fn failing(&self, namespace: &str, name: &str) {
+        lock(&self.failing).insert(format!("{namespace}/{name}"));
     }
 
     /// Creates or replaces a Secret exactly as given (a store Secret made or edited by hand).
@@ -234,6 +243,7 @@ impl World {
         let srs: Api<SecretRef> = Api::all(self.cluster.client.clone());
         let srs = srs.list(&ListParams::default()).await.ok()?;
         let truth = lock(&self.truth);
+        let failing = lock(&self.failing);
         let mut current = 0;
         let mut versions = BTreeMap::new();
         for target in &targets.items {
@@ -248,7 +258,10 @@ impl World {
         let not_synced = srs
             .items
             .iter()
-            .filter(|sr| truth.source(&format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())).is_some())
+            .filter(|sr| {
+                let key = format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any());
+                truth.source(&key).is_some() && !failing.contains(&key)
+            })
             .filter_map(|sr| {
                 let status = sr.status.as_ref();
                 let ready = status.and_then(|s| find_ready(&s.conditions));
