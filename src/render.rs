@@ -157,7 +157,11 @@ mod tests {
                 .expect_err(&format!("refused: {}", &template[..template.len().min(80)]));
             assert_eq!(err.reason(), crate::api::Reason::TemplateError, "{template:.80}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
-            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{template:.80} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{template:.80} took {:?}",
+                started.elapsed()
+            );
         }
     }
 

@@ -214,6 +214,7 @@ fn first_contact_errors_name_the_fix() {
         stdout.contains("secretref is up") && stdout.contains("secretref status -A"),
         "{stdout}{stderr}"
     );
+}
 
 #[test]
 fn kill_and_start_refuse_what_they_cannot_do() {
@@ -222,7 +223,10 @@ fn kill_and_start_refuse_what_they_cannot_do() {
     for (args, says) in [
         (&["kill", "kubelet"][..], "unknown component 'kubelet'"),
         (&["kill", "etcd"][..], "etcd is not running"),
-        (&["start", "kube-apiserver"][..], "kube-apiserver was never started here"),
+        (
+            &["start", "kube-apiserver"][..],
+            "kube-apiserver was never started here",
+        ),
     ] {
         let (out, took) = cluster(&state, args, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);

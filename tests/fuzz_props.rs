@@ -15,7 +15,9 @@ use kube::api::ObjectMeta;
 use proptest::prelude::*;
 use secretref::{
     api::{FileFormat, FileSpec, SecretRef},
-    backend::kubernetes::{ENVIRONMENT_ANNOTATION, NAME_ANNOTATION, STORE_SECRET_LABEL, decode, object_name, secret_id},
+    backend::kubernetes::{
+        ENVIRONMENT_ANNOTATION, NAME_ANNOTATION, STORE_SECRET_LABEL, decode, object_name, secret_id,
+    },
     cli::input::parse_json,
     desired::{MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL, desired_secret},
     model::{SecretData, SecretValue, is_env_key},
@@ -69,7 +71,8 @@ fn template(keys: Vec<String>) -> impl Strategy<Value = String> {
         key.clone().prop_map(|k| format!("{{{{ {k}|int }}}}")),
         key.clone().prop_map(|k| format!("{{{{ {k}[1:] ~ {k} }}}}")),
         key.clone().prop_map(|k| format!("{{{{ {k} * 3 }}}}")),
-        key.clone().prop_map(|k| format!("{{% if {k} %}}y{{% else %}}n{{% endif %}}")),
+        key.clone()
+            .prop_map(|k| format!("{{% if {k} %}}y{{% else %}}n{{% endif %}}")),
         key.prop_map(|k| format!("{{% for c in {k} %}}{{{{ c }}}}{{% endfor %}}")),
         Just("{{ MISSING }}".to_string()),
         Just("{{".to_string()),

@@ -163,9 +163,7 @@ pub fn decode(secret: &Secret) -> Result<StoredSecret, String> {
         data.insert(key.clone(), SecretValue::new(text));
     }
     let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let updated = annotation(UPDATED_ANNOTATION)
-        .and_then(|t| t.parse().ok())
-        .or(created);
+    let updated = annotation(UPDATED_ANNOTATION).and_then(|t| t.parse().ok()).or(created);
     Ok(StoredSecret {
         name: name.clone(),
         environment: environment.clone(),
@@ -510,21 +508,41 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(object.to_string()),
                 labels: Some([(STORE_SECRET_LABEL.to_string(), "true".to_string())].into()),
-                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 resource_version: Some("7".into()),
                 ..Default::default()
             },
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
             ..Default::default()
         }
     }
 
     #[test]
     fn secret_ids_invert_object_names() {
-        for (e, n) in [("main", "stripe"), ("prod", "A.b-c_d"), (&*"e".repeat(64), &*"N".repeat(64))] {
+        for (e, n) in [
+            ("main", "stripe"),
+            ("prod", "A.b-c_d"),
+            (&*"e".repeat(64), &*"N".repeat(64)),
+        ] {
             assert_eq!(secret_id(&object_name(e, n)), Some(SecretId::new(e, n)));
         }
-        for other in ["", "s", "x", "sonlyname", "kube-root-ca.crt", &object_name("main", "a").to_uppercase()] {
+        for other in [
+            "",
+            "s",
+            "x",
+            "sonlyname",
+            "kube-root-ca.crt",
+            &object_name("main", "a").to_uppercase(),
+        ] {
             assert_eq!(secret_id(other), None, "{other}");
         }
     }
@@ -535,7 +553,10 @@ mod tests {
         let ours = [(NAME_ANNOTATION, "app"), (ENVIRONMENT_ANNOTATION, "main")];
         let odd = "nul\0 crlf\r\n emoji \u{1F511}";
         let s = decode(&store_secret(&object, &ours, &[("A", odd.as_bytes())])).expect("valid");
-        assert_eq!((s.name.as_str(), s.environment.as_str(), s.version.as_str()), ("app", "main", "7"));
+        assert_eq!(
+            (s.name.as_str(), s.environment.as_str(), s.version.as_str()),
+            ("app", "main", "7")
+        );
         assert_eq!(s.data["A"].expose(), odd);
 
         let why = decode(&store_secret(&object, &ours, &[("BIN", &[0xff, 0xfe, b's'])])).expect_err("binary");
@@ -553,6 +574,10 @@ mod tests {
         assert!(why.contains("\"other\"") && why.contains("ignored"), "{why}");
         let mut unlabelled = store_secret(&object, &ours, &[]);
         unlabelled.metadata.labels = None;
-        assert!(decode(&unlabelled).expect_err("unlabelled").contains(STORE_SECRET_LABEL));
+        assert!(
+            decode(&unlabelled)
+                .expect_err("unlabelled")
+                .contains(STORE_SECRET_LABEL)
+        );
     }
 }

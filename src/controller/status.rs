@@ -184,11 +184,23 @@ mod tests {
         let new = next_status(Some(&old), Some(1), &synced("h2", true), t(20));
         memo.set("ns/a".into(), new.clone(), false);
         assert!(memo.unwritten("ns/a"));
-        assert_eq!(memo.current("ns/a", Some(&old)), Some(new.clone()), "the decision, not the old cache");
-        assert_eq!(memo.current("ns/a", Some(&new)), Some(new.clone()), "kept until written");
+        assert_eq!(
+            memo.current("ns/a", Some(&old)),
+            Some(new.clone()),
+            "the decision, not the old cache"
+        );
+        assert_eq!(
+            memo.current("ns/a", Some(&new)),
+            Some(new.clone()),
+            "kept until written"
+        );
         memo.set("ns/a".into(), new.clone(), true);
         assert!(!memo.unwritten("ns/a"));
         assert_eq!(memo.current("ns/a", Some(&new)), Some(new.clone()));
-        assert_eq!(memo.current("ns/a", Some(&old)), Some(old), "dropped once the cache caught up");
+        assert_eq!(
+            memo.current("ns/a", Some(&old)),
+            Some(old),
+            "dropped once the cache caught up"
+        );
     }
 }

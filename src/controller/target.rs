@@ -55,10 +55,12 @@ pub fn is_ours(existing: &Secret, sr: &SecretRef) -> bool {
 /// Refuses to touch a Secret the policy does not allow us to write.
 pub fn ensure_writable(existing: Option<&Secret>, sr: &SecretRef) -> Result<(), SyncError> {
     let target = sr.target_name();
-    let conflict = |why: String| Err(SyncError::TargetConflict {
-        target: target.clone(),
-        why,
-    });
+    let conflict = |why: String| {
+        Err(SyncError::TargetConflict {
+            target: target.clone(),
+            why,
+        })
+    };
     let merge = sr.spec.target.creation_policy == CreationPolicy::Merge;
     if !merge && sr.spec.target.r#type == SERVICE_ACCOUNT_TOKEN_TYPE {
         return conflict(format!(
@@ -174,7 +176,10 @@ impl WriteMemo {
             why,
             at: Instant::now(),
         };
-        self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(key, refusal);
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, refusal);
     }
 }
 
@@ -273,8 +278,14 @@ mod tests {
         let merge = secret_ref("Merge", "Opaque");
         let plain = secret(serde_json::json!({}), serde_json::json!({}));
         let message = refusal(Some(&plain), &merge);
-        assert!(message.contains("secretref.dev/merge=allow"), "says how to opt in: {message}");
-        let opted_in = secret(serde_json::json!({}), serde_json::json!({ MERGE_ANNOTATION: MERGE_ALLOW }));
+        assert!(
+            message.contains("secretref.dev/merge=allow"),
+            "says how to opt in: {message}"
+        );
+        let opted_in = secret(
+            serde_json::json!({}),
+            serde_json::json!({ MERGE_ANNOTATION: MERGE_ALLOW }),
+        );
         ensure_writable(Some(&opted_in), &merge).expect("opted in");
         let other_value = secret(serde_json::json!({}), serde_json::json!({ MERGE_ANNOTATION: "yes" }));
         refusal(Some(&other_value), &merge);
@@ -290,7 +301,10 @@ mod tests {
         // Owner must not adopt it (garbage collection would then delete someone's Secret).
         let labels: serde_json::Map<String, serde_json::Value> =
             target_labels("app").into_iter().map(|(k, v)| (k, v.into())).collect();
-        let merged_into = secret(labels.clone().into(), serde_json::json!({ MERGE_ANNOTATION: MERGE_ALLOW }));
+        let merged_into = secret(
+            labels.clone().into(),
+            serde_json::json!({ MERGE_ANNOTATION: MERGE_ALLOW }),
+        );
         for policy in ["Owner", "Orphan"] {
             let message = refusal(Some(&merged_into), &secret_ref(policy, "Opaque"));
             assert!(message.contains("only creationPolicy Merge"), "{message}");
@@ -309,7 +323,11 @@ mod tests {
         memo.refuse(key.clone(), None, 7, "refused".into());
         assert_eq!(memo.refusal(&key, None, 7).as_deref(), Some("refused"));
         assert_eq!(memo.refusal(&key, None, 8), None, "another desired Secret is sent");
-        assert_eq!(memo.refusal(&key, Some("12"), 7), None, "a changed target is tried again");
+        assert_eq!(
+            memo.refusal(&key, Some("12"), 7),
+            None,
+            "a changed target is tried again"
+        );
         memo.set(key.clone(), Some(("13".into(), 8)));
         assert_eq!(memo.refusal(&key, None, 7), None, "a good write forgets the refusal");
     }

@@ -324,7 +324,11 @@ fn triggers<K>(api: Api<K>) -> impl futures::Stream<Item = Result<K, watcher::Er
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    objects_only(watcher(api, watcher::Config::default()).default_backoff().touched_objects())
+    objects_only(
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects(),
+    )
 }
 
 fn spec_or_force_sync(sr: &SecretRef) -> Option<u64> {

@@ -41,7 +41,8 @@ async fn watches_expire_and_relist() {
     for m in 0..4 {
         w.put(&format!("s{m}"), w.fresh(&keys)).await;
     }
-    w.secretrefs(APPS, "app", 0..refs, |i| format!("s{}", i % 4), "0s").await;
+    w.secretrefs(APPS, "app", 0..refs, |i| format!("s{}", i % 4), "0s")
+        .await;
     w.start_operator().await;
     w.converge(CONVERGE).await;
     let gone_before = gone_answers(&w.operator().logs());
@@ -74,16 +75,20 @@ async fn watches_expire_and_relist() {
 /// Waits until every SecretRef of the apps namespace reports `reason`.
 async fn all_report(w: &World, reasons: &[&str]) {
     let api: Api<SecretRef> = Api::namespaced(w.cluster.client.clone(), APPS);
-    eventually(Duration::from_secs(300), &format!("every SecretRef to report {reasons:?}"), || async {
-        let list = api.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .all(|sr| {
-                let ready = sr.status.as_ref().and_then(|s| find_ready(&s.conditions));
-                ready.is_some_and(|c| reasons.contains(&c.reason.as_str()))
-            })
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(300),
+        &format!("every SecretRef to report {reasons:?}"),
+        || async {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|sr| {
+                    let ready = sr.status.as_ref().and_then(|s| find_ready(&s.conditions));
+                    ready.is_some_and(|c| reasons.contains(&c.reason.as_str()))
+                })
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -99,7 +104,8 @@ async fn store_namespace_secret_and_store_deleted_and_recreated() {
     for m in 0..4 {
         w.put(&format!("s{m}"), w.fresh(&keys)).await;
     }
-    w.secretrefs(APPS, "app", 0..refs, |i| format!("s{}", i % 4), "30s").await;
+    w.secretrefs(APPS, "app", 0..refs, |i| format!("s{}", i % 4), "30s")
+        .await;
     w.start_operator().await;
     w.converge(CONVERGE).await;
 
@@ -142,10 +148,17 @@ async fn store_namespace_secret_and_store_deleted_and_recreated() {
         .expect("delete the store");
     let writes = w.sampler.observed().target_writes;
     all_report(&w, &["StoreNotFound"]).await;
-    assert_eq!(w.sampler.observed().target_writes, writes, "no target written without a store");
+    assert_eq!(
+        w.sampler.observed().target_writes,
+        writes,
+        "no target written without a store"
+    );
     let mut again: ClusterSecretStore = ClusterSecretStore::new("default", store.spec.clone());
     again.metadata.labels = store.metadata.labels.clone();
-    stores.create(&PostParams::default(), &again).await.expect("recreate the store");
+    stores
+        .create(&PostParams::default(), &again)
+        .await
+        .expect("recreate the store");
     let store_recreated = Instant::now();
     w.converge(CONVERGE).await;
     let store_back = store_recreated.elapsed();

@@ -68,7 +68,9 @@ impl ChaosCluster {
         let params = PatchParams::apply("secretref-chaos").force();
         for crd in secretref::api::crds() {
             let name = crd.name_any();
-            api.patch(&name, &params, &Patch::Apply(&crd)).await.expect("CRD applies");
+            api.patch(&name, &params, &Patch::Apply(&crd))
+                .await
+                .expect("CRD applies");
             tokio::time::timeout(
                 Duration::from_secs(60),
                 await_condition(api.clone(), &name, conditions::is_crd_established()),
@@ -88,7 +90,11 @@ impl ChaosCluster {
     /// Starts a killed component again with its arguments and waits until it is ready.
     pub async fn start(&self, component: Component) {
         let out = script(&self.state, &["start", component.name()]).await;
-        assert!(out.status.success(), "scripts/cluster start {} failed", component.name());
+        assert!(
+            out.status.success(),
+            "scripts/cluster start {} failed",
+            component.name()
+        );
     }
 
     /// Compacts etcd at its current revision, physically: every older revision is gone, so a
@@ -131,7 +137,11 @@ impl ChaosCluster {
     /// The counters restart with the API server.
     pub async fn requests(&self, labels: &[&str]) -> u64 {
         let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
-        let text = self.client.request_text(request).await.expect("kube-apiserver /metrics");
+        let text = self
+            .client
+            .request_text(request)
+            .await
+            .expect("kube-apiserver /metrics");
         text.lines()
             .filter(|l| l.starts_with("apiserver_request_total{"))
             .filter(|l| labels.iter().all(|want| l.contains(want)))
@@ -176,7 +186,11 @@ impl Drop for ChaosCluster {
         // Keep the logs (the state folder goes with `down`) for a look after a failure.
         let logs = repo_root().join("target/chaos/logs");
         let _ = std::fs::create_dir_all(&logs);
-        let scenario = self.state.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let scenario = self
+            .state
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for log in ["operator.log", "kube-apiserver.log", "etcd.log"] {
             let _ = std::fs::copy(self.state.join(log), logs.join(format!("{scenario}-{log}")));
         }
@@ -208,7 +222,10 @@ async fn post_json(base: &str, path: &str, body: &serde_json::Value) -> serde_js
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "etcd {path}: {head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "etcd {path}: {head}"
+    );
     serde_json::from_str(body).expect("JSON from etcd")
 }
 

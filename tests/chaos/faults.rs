@@ -72,7 +72,13 @@ async fn dies_during_cold_sync_and_fan_out(component: Component, scenario: &str,
 /// Fault 1: kube-apiserver killed during a cold sync and during a fan-out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apiserver_killed_during_cold_sync_and_fan_out() {
-    dies_during_cold_sync_and_fan_out(Component::ApiServer, "apiserver-killed", size(300, 2_000), size(100, 500)).await;
+    dies_during_cold_sync_and_fan_out(
+        Component::ApiServer,
+        "apiserver-killed",
+        size(300, 2_000),
+        size(100, 500),
+    )
+    .await;
 }
 
 /// Fault 2: etcd killed mid-sync (the API server answers errors meanwhile).
@@ -114,7 +120,10 @@ impl Moments {
 async fn applies(w: &World) -> u64 {
     let mut done = 0;
     for code in ["code=\"200\"", "code=\"201\""] {
-        done += w.cluster.requests(&["verb=\"APPLY\"", "resource=\"secrets\"", code]).await;
+        done += w
+            .cluster
+            .requests(&["verb=\"APPLY\"", "resource=\"secrets\"", code])
+            .await;
     }
     done
 }
@@ -167,9 +176,11 @@ async fn operator_killed_ten_times_during_a_fan_out() {
     let quiet = applies(&w).await + failed_applies(&w).await;
     w.operator().restart().await;
     let operator = w.operator.as_ref().expect("operator");
-    crate::support::eventually(Duration::from_secs(300), "every SecretRef reconciled after the restart", || async {
-        (operator.secretref_reconciles().await >= targets as u64).then_some(())
-    })
+    crate::support::eventually(
+        Duration::from_secs(300),
+        "every SecretRef reconciled after the restart",
+        || async { (operator.secretref_reconciles().await >= targets as u64).then_some(()) },
+    )
     .await;
     let rewrites = applies(&w).await + failed_applies(&w).await - quiet;
     w.assert_no_leaks().await;
@@ -180,7 +191,10 @@ async fn operator_killed_ten_times_during_a_fan_out() {
         "applies_answered": requests, "applies_cut_off_by_a_kill": failed,
         "kills_to_converged_s": took.as_secs_f64(), "applies_after_a_clean_restart": rewrites,
     }));
-    assert!(writes <= minimum, "{writes} target writes, more than one per target per value ({minimum})");
+    assert!(
+        writes <= minimum,
+        "{writes} target writes, more than one per target per value ({minimum})"
+    );
     // An apply in flight when the operator dies may land or not, and may be answered with an
     // error either way; at most `concurrency` (16) are in flight at a kill.
     assert!(
@@ -190,4 +204,3 @@ async fn operator_killed_ten_times_during_a_fan_out() {
     );
     assert_eq!(rewrites, 0, "a restart with every target right writes nothing");
 }
-

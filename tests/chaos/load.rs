@@ -33,13 +33,19 @@ async fn load_with_one_second_refresh_and_constant_change() {
     for m in 0..secrets {
         w.put(&format!("s{m}"), w.fresh(&keys)).await;
     }
-    w.secretrefs(APPS, "app", 0..refs, |i| format!("s{}", i % secrets), "1s").await;
+    w.secretrefs(APPS, "app", 0..refs, |i| format!("s{}", i % secrets), "1s")
+        .await;
     w.start_operator().await;
     let cold = w.converge(Duration::from_secs(900)).await;
     let settled_rss = w.operator().rss_kib().unwrap_or(0);
 
     let apply_labels = ["verb=\"APPLY\"", "resource=\"secrets\"", "code=\"200\""];
-    let status_labels = ["verb=\"PATCH\"", "resource=\"secretrefs\"", "subresource=\"status\"", "code=\"200\""];
+    let status_labels = [
+        "verb=\"PATCH\"",
+        "resource=\"secretrefs\"",
+        "subresource=\"status\"",
+        "code=\"200\"",
+    ];
     let applies_before = w.cluster.requests(&apply_labels).await;
     let status_before = w.cluster.requests(&status_labels).await;
     let observed_before = w.sampler.observed();
@@ -63,7 +69,11 @@ async fn load_with_one_second_refresh_and_constant_change() {
                 let api = api.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
-                    if api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+                    if api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .is_ok()
+                    {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                 });

@@ -58,7 +58,10 @@ impl OperatorProcess {
             ])
             .env("KUBECONFIG", &self.kubeconfig)
             // Values must not reach logs at any level: log as much as is practical.
-            .env("RUST_LOG", "info,secretref=trace,kube_runtime::watcher=debug,kube_runtime::controller=debug")
+            .env(
+                "RUST_LOG",
+                "info,secretref=trace,kube_runtime::watcher=debug,kube_runtime::controller=debug",
+            )
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
@@ -162,6 +165,7 @@ fn admin_address(log: &Path, from: u64) -> Option<String> {
     let text = String::from_utf8_lossy(text.get(from as usize..)?).into_owned();
     text.lines().find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        (v["message"].as_str()? == "serving /livez, /readyz and /metrics").then(|| v["addr"].as_str().map(String::from))?
+        (v["message"].as_str()? == "serving /livez, /readyz and /metrics")
+            .then(|| v["addr"].as_str().map(String::from))?
     })
 }

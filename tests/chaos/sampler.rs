@@ -159,7 +159,10 @@ impl Sampler {
     pub async fn wait_writes(&self, n: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         while self.observed().target_writes < n {
-            assert!(tokio::time::Instant::now() < deadline, "{n} target writes never happened");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} target writes never happened"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -172,16 +175,20 @@ impl Sampler {
     /// API server), then checks the invariant held throughout.
     pub async fn assert_invariant(&self, targets: &BTreeMap<String, String>) {
         let state = self.state.clone();
-        eventually(Duration::from_secs(60), "the sampler to catch up with every target", || {
-            let state = state.clone();
-            async move {
-                let s = lock(&state);
-                targets
-                    .iter()
-                    .all(|(key, version)| s.targets.get(key).is_some_and(|t| &t.version == version))
-                    .then_some(())
-            }
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the sampler to catch up with every target",
+            || {
+                let state = state.clone();
+                async move {
+                    let s = lock(&state);
+                    targets
+                        .iter()
+                        .all(|(key, version)| s.targets.get(key).is_some_and(|t| &t.version == version))
+                        .then_some(())
+                }
+            },
+        )
         .await;
         let observed = self.observed();
         assert!(
@@ -212,8 +219,17 @@ fn data_of(secret: &Secret) -> Data {
 
 /// Keys and sizes: what a message may say about data.
 fn shape(data: &Data) -> String {
-    let keys: Vec<String> = data.iter().take(8).map(|(k, v)| format!("{k}({} bytes)", v.len())).collect();
-    format!("{} keys [{}{}]", data.len(), keys.join(", "), if data.len() > 8 { ", ..." } else { "" })
+    let keys: Vec<String> = data
+        .iter()
+        .take(8)
+        .map(|(k, v)| format!("{k}({} bytes)", v.len()))
+        .collect();
+    format!(
+        "{} keys [{}{}]",
+        data.len(),
+        keys.join(", "),
+        if data.len() > 8 { ", ..." } else { "" }
+    )
 }
 
 fn on_target(state: &mut State, truth: &Truth, event: watcher::Event<Secret>) {
@@ -269,10 +285,9 @@ fn observe(state: &mut State, truth: &Truth, secret: &Secret) {
             return;
         }
         if track.uid != uid {
-            state
-                .observed
-                .violations
-                .push(format!("target {key} was replaced by a new object (it disappeared in between)"));
+            state.observed.violations.push(format!(
+                "target {key} was replaced by a new object (it disappeared in between)"
+            ));
         }
     }
     state.observed.target_writes += 1;

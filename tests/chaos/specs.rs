@@ -30,7 +30,9 @@ fn hostile_templates() -> Vec<(&'static str, String)> {
 
 /// Server-side applies of Secrets the API server refused as invalid.
 async fn refusals(w: &World) -> u64 {
-    w.cluster.requests(&["verb=\"APPLY\"", "resource=\"secrets\"", "code=\"422\""]).await
+    w.cluster
+        .requests(&["verb=\"APPLY\"", "resource=\"secrets\"", "code=\"422\""])
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,10 +48,14 @@ async fn hostile_specs() {
     for (name, template) in &templates {
         let spec = json!({ "secrets": [{ "name": "app" }], "refreshInterval": "1s",
                            "files": [{ "key": "t", "format": "template", "template": template }] });
-        w.apply_secretref(&client, APPS, name, spec).await.expect("the schema lets it through");
+        w.apply_secretref(&client, APPS, name, spec)
+            .await
+            .expect("the schema lets it through");
     }
     // The operator stays responsive: a plain SecretRef created after them syncs promptly.
-    w.apply_secretref(&client, APPS, "calm", json!({ "secrets": [{ "name": "app" }] })).await.expect("apply");
+    w.apply_secretref(&client, APPS, "calm", json!({ "secrets": [{ "name": "app" }] }))
+        .await
+        .expect("apply");
     w.mirror(APPS, "calm", "app");
     w.converge(Duration::from_secs(60)).await;
     let calm_after = started.elapsed();
@@ -70,7 +76,9 @@ async fn hostile_specs() {
         w.put(&format!("s{i}"), w.fresh(&[&format!("K{i}")])).await;
     }
     let most: Vec<serde_json::Value> = (0..64).map(|i| json!({ "name": format!("s{i}") })).collect();
-    w.apply_secretref(&client, APPS, "most", json!({ "secrets": most })).await.expect("64 secrets");
+    w.apply_secretref(&client, APPS, "most", json!({ "secrets": most }))
+        .await
+        .expect("64 secrets");
     w.wait_reason(APPS, "most", "Synced").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), APPS);
     let most_target = secrets.get("most").await.expect("target");
@@ -87,14 +95,26 @@ async fn hostile_specs() {
                                     "annotations": { "kubernetes.io/service-account.name": "default" } } });
     w.apply_secretref(&client, APPS, "token", token).await.expect("apply");
     let docker_says = w.wait_reason(APPS, "docker", "TargetConflict").await;
-    assert!(docker_says.contains("the API server refused it") && docker_says.contains(".dockerconfigjson"), "{docker_says}");
+    assert!(
+        docker_says.contains("the API server refused it") && docker_says.contains(".dockerconfigjson"),
+        "{docker_says}"
+    );
     let token_says = w.wait_reason(APPS, "token", "TargetConflict").await;
-    assert!(token_says.contains("kubernetes.io/service-account-token is refused"), "{token_says}");
+    assert!(
+        token_says.contains("kubernetes.io/service-account-token is refused"),
+        "{token_says}"
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let sent = refusals(&w).await - before;
-    assert_eq!(sent, 1, "one refused apply in 10 s of 1 s refreshes, not one per refresh");
+    assert_eq!(
+        sent, 1,
+        "one refused apply in 10 s of 1 s refreshes, not one per refresh"
+    );
     for absent in ["docker", "token", "loop", "double"] {
-        assert!(secrets.get_opt(absent).await.expect("get").is_none(), "{absent}: no target");
+        assert!(
+            secrets.get_opt(absent).await.expect("get").is_none(),
+            "{absent}: no target"
+        );
     }
 
     let rss = w.operator().rss_kib().unwrap_or(0);

@@ -158,7 +158,9 @@ impl World {
         match api.get_opt(&name).await.expect("read") {
             Some(existing) => {
                 secret.metadata.resource_version = existing.metadata.resource_version;
-                api.replace(&name, &PostParams::default(), &secret).await.expect("replace");
+                api.replace(&name, &PostParams::default(), &secret)
+                    .await
+                    .expect("replace");
             }
             None => {
                 api.create(&PostParams::default(), &secret).await.expect("create");
@@ -167,23 +169,38 @@ impl World {
     }
 
     /// Applies a SecretRef (server-side, as its namespace's tenant or the admin).
-    pub async fn apply_secretref(&self, client: &kube::Client, namespace: &str, name: &str, spec: serde_json::Value) -> Result<(), kube::Error> {
+    pub async fn apply_secretref(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<(), kube::Error> {
         let api: Api<SecretRef> = Api::namespaced(client.clone(), namespace);
         let obj = json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef", "metadata": { "name": name }, "spec": spec });
-        api.patch(name, &kube::api::PatchParams::apply("chaos-tests").force(), &kube::api::Patch::Apply(&obj))
-            .await
-            .map(drop)
+        api.patch(
+            name,
+            &kube::api::PatchParams::apply("chaos-tests").force(),
+            &kube::api::Patch::Apply(&obj),
+        )
+        .await
+        .map(drop)
     }
 
     /// Waits until a SecretRef reports `reason` for its generation; returns its message.
     pub async fn wait_reason(&self, namespace: &str, name: &str, reason: &str) -> String {
         let api: Api<SecretRef> = Api::namespaced(self.cluster.client.clone(), namespace);
-        crate::support::eventually(Duration::from_secs(120), &format!("SecretRef {namespace}/{name} to be {reason}"), || async {
-            let sr = api.get_opt(name).await.ok()??;
-            let status = sr.status.as_ref()?;
-            let ready = find_ready(&status.conditions)?;
-            (ready.reason == reason && status.observed_generation == sr.metadata.generation).then(|| ready.message.clone())
-        })
+        crate::support::eventually(
+            Duration::from_secs(120),
+            &format!("SecretRef {namespace}/{name} to be {reason}"),
+            || async {
+                let sr = api.get_opt(name).await.ok()??;
+                let status = sr.status.as_ref()?;
+                let ready = find_ready(&status.conditions)?;
+                (ready.reason == reason && status.observed_generation == sr.metadata.generation)
+                    .then(|| ready.message.clone())
+            },
+        )
         .await
     }
 
@@ -250,7 +267,12 @@ impl World {
             let key = format!("{}/{}", target.namespace().unwrap_or_default(), target.name_any());
             let Some(source) = truth.source(&key) else { continue };
             versions.insert(key, target.resource_version().unwrap_or_default());
-            let data: Data = target.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+            let data: Data = target
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect();
             if truth.newest(source) == Some(&data) {
                 current += 1;
             }
@@ -267,7 +289,13 @@ impl World {
                 let ready = status.and_then(|s| find_ready(&s.conditions));
                 let synced = ready.is_some_and(|c| c.reason == "Synced")
                     && status.and_then(|s| s.observed_generation) == sr.metadata.generation;
-                (!synced).then(|| format!("{}: {}", sr.name_any(), ready.map_or("no status", |c| c.reason.as_str())))
+                (!synced).then(|| {
+                    format!(
+                        "{}: {}",
+                        sr.name_any(),
+                        ready.map_or("no status", |c| c.reason.as_str())
+                    )
+                })
             })
             .collect();
         Some((current, not_synced, versions))
@@ -310,13 +338,25 @@ impl World {
             places.push(("the operator's metrics", op.metrics().await));
         }
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-        places.push(("an Event", json_of(events.list(&ListParams::default()).await.expect("events").items)));
+        places.push((
+            "an Event",
+            json_of(events.list(&ListParams::default()).await.expect("events").items),
+        ));
         let core_events: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
-        places.push(("an Event", json_of(core_events.list(&ListParams::default()).await.expect("events").items)));
+        places.push((
+            "an Event",
+            json_of(core_events.list(&ListParams::default()).await.expect("events").items),
+        ));
         let srs: Api<SecretRef> = Api::all(client.clone());
-        places.push(("a SecretRef", json_of(srs.list(&ListParams::default()).await.expect("srs").items)));
+        places.push((
+            "a SecretRef",
+            json_of(srs.list(&ListParams::default()).await.expect("srs").items),
+        ));
         let stores: Api<SecretStore> = Api::all(client.clone());
-        places.push(("a SecretStore", json_of(stores.list(&ListParams::default()).await.expect("ss").items)));
+        places.push((
+            "a SecretStore",
+            json_of(stores.list(&ListParams::default()).await.expect("ss").items),
+        ));
         let cluster_stores: Api<ClusterSecretStore> = Api::all(client);
         places.push((
             "a ClusterSecretStore",
