@@ -126,4 +126,53 @@ mod tests {
         .expect_err("fuel");
         assert_eq!(err.reason(), crate::api::Reason::TemplateError);
     }
+
+    /// Templates a hostile spec can hold: each fails as TemplateError, quickly and without a
+    /// large allocation (fuel pays for every byte a template makes), and never shows a value.
+    #[test]
+    fn hostile_templates_fail_fast_and_bounded() {
+        let values = secret_data(&[("TOKEN", "hunter2-value")]);
+        let deep = format!("{{{{ {}1{} }}}}", "(".repeat(5_000), ")".repeat(5_000));
+        let hostile = [
+            "{% for a in range(100000) %}{% for b in range(100000) %}{{ TOKEN }}{% endfor %}{% endfor %}",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}{% endmacro %}{{ d(TOKEN, 64) }}",
+            "{{ TOKEN * 1000000000 }}",
+            "{{ [TOKEN] * 1000000000 }}",
+            "{{ '%999999999s'|format(TOKEN) }}",
+            "{{ TOKEN|indent(1000000000) }}",
+            "{{ TOKEN|center(1000000000) }}",
+            "{{ range(1000000000)|list|length }}",
+            "{{ (range(100000)|map('string')|join(TOKEN)) * 100 }}",
+            "{{ TOKEN|replace('', TOKEN * 100000) }}",
+            "{% set ns = namespace(s=TOKEN) %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "{% include '/etc/passwd' %}",
+            "{% from '/proc/self/environ' import x %}{{ x }}",
+            "{% extends '/etc/hosts' %}",
+            &deep,
+        ];
+        for template in hostile {
+            let started = std::time::Instant::now();
+            let err = render_files(&[file("t", FileFormat::Template, Some(template))], &values)
+                .expect_err(&format!("refused: {}", &template[..template.len().min(80)]));
+            assert_eq!(err.reason(), crate::api::Reason::TemplateError, "{template:.80}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{template:.80} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_value_renders_within_the_fuel() {
+        let big = "x".repeat(1024 * 1024);
+        let out = render_files(
+            &[file("t", FileFormat::Template, Some("cert: {{ CERT }}"))],
+            &secret_data(&[("CERT", &big)]),
+        )
+        .expect("a 1 MiB value renders");
+        assert_eq!(out["t"].len(), big.len() + 6);
+    }
 }

@@ -215,3 +215,24 @@ fn first_contact_errors_name_the_fix() {
         "{stdout}{stderr}"
     );
 }
+
+#[test]
+fn kill_and_start_refuse_what_they_cannot_do() {
+    let state = temp_state("killstart");
+    std::fs::create_dir_all(&state).expect("state dir");
+    for (args, says) in [
+        (&["kill", "kubelet"][..], "unknown component 'kubelet'"),
+        (&["kill", "etcd"][..], "etcd is not running"),
+        (
+            &["start", "kube-apiserver"][..],
+            "kube-apiserver was never started here",
+        ),
+    ] {
+        let (out, took) = cluster(&state, args, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}

@@ -124,7 +124,8 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DNS_SUBDOMAIN_PATTERN), length(max = 253))]
     pub name: Option<String>,
-    /// The Secret's `type`. Defaults to `Opaque`.
+    /// The Secret's `type`. Defaults to `Opaque`. `kubernetes.io/service-account-token` is
+    /// refused (the token controller would fill such a Secret with a ServiceAccount's token).
     #[serde(default = "default_secret_type")]
     #[schemars(length(min = 1, max = 253))]
     pub r#type: String,
@@ -135,7 +136,8 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// `Owner` (default): create the Secret and own it; refuse a Secret someone else made.
-    /// `Merge`: write secretref's keys into an existing Secret, never create or delete it.
+    /// `Merge`: write secretref's keys into an existing Secret whose owner allows it with the
+    /// annotation `secretref.dev/merge: allow`; never create or delete it.
     /// `Orphan`: create the Secret without an ownerReference.
     #[serde(default)]
     pub creation_policy: CreationPolicy,

@@ -125,27 +125,48 @@ pub fn identity(namespace: &str) -> String {
     format!("kubernetes/{namespace}")
 }
 
-/// Reads a store Secret back into a Modal-style secret; `None` if it is not one of ours.
-pub fn decode(secret: &Secret) -> Option<StoredSecret> {
-    let annotations = secret.metadata.annotations.as_ref()?;
-    let name = annotations.get(NAME_ANNOTATION)?.clone();
-    let environment = annotations.get(ENVIRONMENT_ANNOTATION)?.clone();
-    let data: SecretData = secret
-        .data
-        .iter()
-        .flatten()
-        // Values are UTF-8 by contract; a non-UTF-8 value written behind our back is replaced
-        // lossily rather than failing every consumer.
-        .map(|(k, v)| (k.clone(), SecretValue::new(String::from_utf8_lossy(&v.0).into_owned())))
-        .collect();
+/// Reads a store Secret back into a Modal-style secret. Anything secretref could not have
+/// written is refused, with why (naming the object and keys, never a value), rather than served
+/// half-understood: a Secret without the store label (its changes would go unnoticed), without
+/// the name and environment annotations, whose annotations name a secret that lives under
+/// another object name (it must never be served as that secret), or with a value that is not
+/// UTF-8 text (serving it lossily would put a value in the target that the store never held).
+pub fn decode(secret: &Secret) -> Result<StoredSecret, String> {
+    let object = secret.metadata.name.as_deref().unwrap_or_default();
+    let labelled = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(STORE_SECRET_LABEL))
+        .is_some_and(|v| v == "true");
+    if !labelled {
+        return Err(format!(
+            "its Secret {object:?} lacks the label {STORE_SECRET_LABEL}=true, so it was not written by secretref"
+        ));
+    }
+    let annotation = |key: &str| secret.metadata.annotations.as_ref().and_then(|a| a.get(key));
+    let (Some(name), Some(environment)) = (annotation(NAME_ANNOTATION), annotation(ENVIRONMENT_ANNOTATION)) else {
+        return Err(format!(
+            "its Secret {object:?} lacks the {NAME_ANNOTATION} or {ENVIRONMENT_ANNOTATION} annotation"
+        ));
+    };
+    if object_name(environment, name) != object {
+        return Err(format!(
+            "its Secret {object:?} is annotated as secret {name:?} of environment {environment:?}, \
+             which lives under another name: ignored"
+        ));
+    }
+    let mut data = SecretData::new();
+    for (key, value) in secret.data.iter().flatten() {
+        let text = String::from_utf8(value.0.clone())
+            .map_err(|_| format!("the value of key {key:?} in its Secret {object:?} is not UTF-8 text"))?;
+        data.insert(key.clone(), SecretValue::new(text));
+    }
     let created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    let updated = annotations
-        .get(UPDATED_ANNOTATION)
-        .and_then(|t| t.parse().ok())
-        .or(created);
-    Some(StoredSecret {
-        name,
-        environment,
+    let updated = annotation(UPDATED_ANNOTATION).and_then(|t| t.parse().ok()).or(created);
+    Ok(StoredSecret {
+        name: name.clone(),
+        environment: environment.clone(),
         data,
         version: secret.metadata.resource_version.clone().unwrap_or_default(),
         created,
@@ -153,16 +174,17 @@ pub fn decode(secret: &Secret) -> Option<StoredSecret> {
     })
 }
 
-/// The secret a store Secret holds, from its metadata alone: `None` unless its annotations
-/// name a secret whose object name is exactly this one (a hand-made or edited object is never
-/// taken for another secret).
-pub fn secret_id(meta: &ObjectMeta) -> Option<SecretId> {
-    let annotations = meta.annotations.as_ref()?;
-    let id = SecretId::new(
-        annotations.get(ENVIRONMENT_ANNOTATION)?,
-        annotations.get(NAME_ANNOTATION)?,
-    );
-    (meta.name.as_deref() == Some(object_name(&id.environment, &id.name).as_str())).then_some(id)
+/// The secret whose address a store Secret's object name is: the inverse of [`object_name`].
+/// Changes are reported by this, not by annotations, so an object at a secret's address that
+/// was edited by hand (its annotations removed, say) still reports that secret as changed, and
+/// then fails to decode; and an object under any other name never stands for a secret.
+pub fn secret_id(object: &str) -> Option<SecretId> {
+    let encoded = object.strip_prefix('s')?.to_ascii_uppercase();
+    let raw = data_encoding::BASE32_NOPAD.decode(encoded.as_bytes()).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (environment, name) = raw.split_once('/')?;
+    // Only the canonical spelling counts: one address, one object name.
+    (object_name(environment, name) == object).then(|| SecretId::new(environment, name))
 }
 
 /// Turns the watch of one store namespace into changes. A re-list (after the watch expired)
@@ -175,7 +197,7 @@ struct Follow {
 
 impl Follow {
     fn changes(&mut self, event: watcher::Event<PartialObjectMeta<Secret>>) -> Vec<Change> {
-        let seen = |s: &PartialObjectMeta<Secret>| secret_id(&s.metadata).map(|id| (s.name_any(), id));
+        let seen = |s: &PartialObjectMeta<Secret>| secret_id(&s.name_any()).map(|id| (s.name_any(), id));
         match event {
             watcher::Event::Apply(s) => seen(&s)
                 .map(|(object, id)| {
@@ -236,11 +258,17 @@ impl SecretBackend for KubernetesBackend {
             .get_opt(&object_name(environment, name))
             .await
             .map_err(|e| self.unavailable(&format!("reading secret {name:?} (environment {environment:?})"), e))?;
-        // An object whose annotations disagree is not this secret (hand-made): treat as absent.
-        Ok(secret
+        // An object at this secret's address that secretref could not have written is never
+        // served (as this secret or another): the sync fails with InvalidSecret, saying why.
+        secret
             .as_ref()
-            .and_then(decode)
-            .filter(|s| s.name == name && s.environment == environment))
+            .map(decode)
+            .transpose()
+            .map_err(|why| BackendError::Invalid {
+                environment: environment.to_string(),
+                name: name.to_string(),
+                why,
+            })
     }
 
     async fn list(&self, environment: Option<&str>) -> Result<Vec<SecretSummary>, BackendError> {
@@ -253,7 +281,8 @@ impl SecretBackend for KubernetesBackend {
         let mut out: Vec<SecretSummary> = list
             .items
             .iter()
-            .filter_map(decode)
+            // Objects that are not secretref's (see `decode`) are not listed as secrets.
+            .filter_map(|s| decode(s).ok())
             .filter(|s| environment.is_none_or(|e| s.environment == e))
             .map(|s| SecretSummary::from(&s))
             .collect();
@@ -426,21 +455,31 @@ mod tests {
     }
 
     #[test]
-    fn a_store_secret_is_taken_only_for_the_secret_its_name_encodes() {
+    fn a_store_secret_stands_only_for_the_secret_its_name_encodes() {
         let a = object_name("main", "a");
         let mut f = Follow::default();
+        let change_of_a = |v: &str| {
+            [Change {
+                id: SecretId::new("main", "a"),
+                version: Some(v.to_string()),
+            }]
+        };
+        // Annotations naming another secret: a change of `a` (whose read then refuses the
+        // object), never of `other`.
+        assert_eq!(
+            f.changes(watcher::Event::Apply(meta(&a, "main", "other", "1"))),
+            change_of_a("1")
+        );
         assert!(
-            f.changes(watcher::Event::Apply(meta(&a, "main", "other", "1")))
+            f.changes(watcher::Event::Apply(meta("hand-made", "main", "a", "2")))
                 .is_empty(),
-            "annotations naming another secret are ignored"
+            "an object under another name never stands for a secret"
         );
-        assert!(
-            f.changes(watcher::Event::Apply(meta("hand-made", "main", "a", "1")))
-                .is_empty()
-        );
-        let mut bare = meta(&a, "main", "a", "1");
+        // An edit that drops the annotations is still a change of `a`: its SecretRefs learn
+        // that it can no longer be read, instead of keeping a value the store no longer has.
+        let mut bare = meta(&a, "main", "a", "3");
         bare.metadata.annotations = None;
-        assert!(f.changes(watcher::Event::Apply(bare)).is_empty());
+        assert_eq!(f.changes(watcher::Event::Apply(bare)), change_of_a("3"));
     }
 
     #[test]
@@ -461,6 +500,84 @@ mod tests {
         assert!(
             longest.len() <= 253 && crate::model::is_dns_subdomain(&longest),
             "{longest}"
+        );
+    }
+
+    fn store_secret(object: &str, annotations: &[(&str, &str)], data: &[(&str, &[u8])]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(object.to_string()),
+                labels: Some([(STORE_SECRET_LABEL.to_string(), "true".to_string())].into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secret_ids_invert_object_names() {
+        for (e, n) in [
+            ("main", "stripe"),
+            ("prod", "A.b-c_d"),
+            (&*"e".repeat(64), &*"N".repeat(64)),
+        ] {
+            assert_eq!(secret_id(&object_name(e, n)), Some(SecretId::new(e, n)));
+        }
+        for other in [
+            "",
+            "s",
+            "x",
+            "sonlyname",
+            "kube-root-ca.crt",
+            &object_name("main", "a").to_uppercase(),
+        ] {
+            assert_eq!(secret_id(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn decode_serves_exact_text_and_refuses_what_secretref_did_not_write() {
+        let object = object_name("main", "app");
+        let ours = [(NAME_ANNOTATION, "app"), (ENVIRONMENT_ANNOTATION, "main")];
+        let odd = "nul\0 crlf\r\n emoji \u{1F511}";
+        let s = decode(&store_secret(&object, &ours, &[("A", odd.as_bytes())])).expect("valid");
+        assert_eq!(
+            (s.name.as_str(), s.environment.as_str(), s.version.as_str()),
+            ("app", "main", "7")
+        );
+        assert_eq!(s.data["A"].expose(), odd);
+
+        let why = decode(&store_secret(&object, &ours, &[("BIN", &[0xff, 0xfe, b's'])])).expect_err("binary");
+        assert!(why.contains("\"BIN\"") && why.contains("not UTF-8"), "{why}");
+
+        let why = decode(&store_secret(&object, &ours[..1], &[])).expect_err("no environment");
+        assert!(why.contains(ENVIRONMENT_ANNOTATION), "{why}");
+        // Annotated as another secret: never served as that one (nor as this one).
+        let why = decode(&store_secret(
+            &object,
+            &[(NAME_ANNOTATION, "other"), (ENVIRONMENT_ANNOTATION, "main")],
+            &[],
+        ))
+        .expect_err("mismatch");
+        assert!(why.contains("\"other\"") && why.contains("ignored"), "{why}");
+        let mut unlabelled = store_secret(&object, &ours, &[]);
+        unlabelled.metadata.labels = None;
+        assert!(
+            decode(&unlabelled)
+                .expect_err("unlabelled")
+                .contains(STORE_SECRET_LABEL)
         );
     }
 }

@@ -38,7 +38,9 @@ struct Shared {
 
 impl Shared {
     fn wake_users(&self, identity: &str, id: &SecretId) {
-        for r in self.usage.users(identity, id) {
+        let users = self.usage.users(identity, id);
+        debug!(store = %identity, secret = %id.name, users = users.len(), "waking the SecretRefs that read it");
+        for r in users {
             // The receiver lives as long as the SecretRef controller; after it, nobody listens.
             let _ = self.trigger.unbounded_send(r);
         }
@@ -128,14 +130,16 @@ impl Drop for Feeds {
 
 async fn follow(shared: Arc<Shared>, identity: String, mut feed: BoxStream<'static, Change>) {
     while let Some(change) = feed.next().await {
-        if shared
+        let news = shared
             .reads
             .note_version(&identity, &change.id, change.version.as_deref())
-            .await
-        {
+            .await;
+        debug!(store = %identity, secret = %change.id.name, environment = %change.id.environment, news, "secret reported by the store's feed");
+        if news {
             shared.wake_users(&identity, &change.id);
         }
     }
+    debug!(store = %identity, "the store's feed ended");
 }
 
 /// How often a waiting poller looks again at how often it should poll (a SecretRef with a

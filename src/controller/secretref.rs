@@ -50,6 +50,7 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
         }
     };
     ctx.metrics.reconciled("SecretRef", reason.as_str(), started.elapsed());
+    tracing::debug!(%reason, took_ms = started.elapsed().as_millis() as u64, "synced");
     ctx.metrics.managed_secrets.set(ctx.targets.len() as i64);
     let previous_reason = previous
         .as_ref()
@@ -61,13 +62,19 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
         &outcome,
         Time(jiff::Timestamp::now()),
     );
-    if previous.as_ref() != Some(&next) {
-        match status::write(&api, &sr.name_any(), &next).await {
-            Ok(()) => ctx.statuses.set(key(&sr), next),
-            Err(e) => warn!(error = %e, "status not written"),
-        }
+    let mut unwritten = None;
+    if previous.as_ref() != Some(&next) || ctx.statuses.unwritten(&key(&sr)) {
+        let written = status::write(&api, &sr.name_any(), &next).await;
+        ctx.statuses.set(key(&sr), next, written.is_ok());
+        unwritten = written.err();
     }
     publish_events(&sr, &ctx, &outcome, previous_reason.as_deref());
+    // A status that could not be written is retried with backoff, whatever the sync's outcome:
+    // else it would stay stale until the next refresh (or, with refreshInterval 0s, forever).
+    if let Some(e) = unwritten {
+        warn!(error = %e, "status not written, retrying");
+        return Err(e);
+    }
     match outcome {
         Ok(_) => {
             ctx.backoff.reset(&key(&sr));

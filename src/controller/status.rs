@@ -80,28 +80,40 @@ pub async fn write(api: &Api<SecretRef>, name: &str, status: &SecretRefStatus) -
     Ok(())
 }
 
-/// The status last written for each SecretRef (`namespace/name`), newer than the cached
-/// object's until the watch delivers our own write.
+/// The status last decided for each SecretRef (`namespace/name`): newer than the cached
+/// object's until the watch delivers our own write, and kept as well when the write failed
+/// (the API server was down), marked unwritten, so that the retry writes it and does not act
+/// twice on the same change (a second Event, a second rollout restart).
 #[derive(Debug, Default)]
-pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, SecretRefStatus>>);
+pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, (SecretRefStatus, bool)>>);
 
 impl StatusMemo {
-    /// The newest status of a SecretRef: what we wrote, until the cached object shows it too
-    /// (then the entry is dropped, so the memo only holds writes still in flight).
+    /// The newest status of a SecretRef: what we decided last, until the cached object shows
+    /// it too (then the entry is dropped, so the memo only holds writes in flight or failed).
     pub fn current(&self, key: &str, cached: Option<&SecretRefStatus>) -> Option<SecretRefStatus> {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match memo.get(key) {
-            Some(written) if Some(written) == cached => {
+            Some((written, true)) if Some(written) == cached => {
                 memo.remove(key);
                 cached.cloned()
             }
-            Some(written) => Some(written.clone()),
+            Some((status, _)) => Some(status.clone()),
             None => cached.cloned(),
         }
     }
 
-    pub fn set(&self, key: String, status: SecretRefStatus) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key, status);
+    /// Whether the status decided last for a SecretRef could not be written yet.
+    pub fn unwritten(&self, key: &str) -> bool {
+        let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(memo.get(key), Some((_, false)))
+    }
+
+    /// Records the status decided for a SecretRef and whether it was written.
+    pub fn set(&self, key: String, status: SecretRefStatus, written: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (status, written));
     }
 }
 
@@ -163,5 +175,32 @@ mod tests {
         let recovered = next_status(Some(&worse), Some(2), &synced("h2", true), t(40));
         assert_eq!(recovered.last_sync_time, Some(t(40)));
         assert_eq!(recovered.conditions.len(), 1);
+    }
+
+    #[test]
+    fn an_unwritten_status_stays_current_until_written_and_seen() {
+        let memo = StatusMemo::default();
+        let old = next_status(None, Some(1), &synced("h1", true), t(10));
+        let new = next_status(Some(&old), Some(1), &synced("h2", true), t(20));
+        memo.set("ns/a".into(), new.clone(), false);
+        assert!(memo.unwritten("ns/a"));
+        assert_eq!(
+            memo.current("ns/a", Some(&old)),
+            Some(new.clone()),
+            "the decision, not the old cache"
+        );
+        assert_eq!(
+            memo.current("ns/a", Some(&new)),
+            Some(new.clone()),
+            "kept until written"
+        );
+        memo.set("ns/a".into(), new.clone(), true);
+        assert!(!memo.unwritten("ns/a"));
+        assert_eq!(memo.current("ns/a", Some(&new)), Some(new.clone()));
+        assert_eq!(
+            memo.current("ns/a", Some(&old)),
+            Some(old),
+            "dropped once the cache caught up"
+        );
     }
 }

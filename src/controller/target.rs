@@ -1,6 +1,10 @@
 //! The target Secret: who may write it (ownership) and writing it only when it differs.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -17,6 +21,22 @@ use crate::{
 };
 
 pub const FIELD_MANAGER: &str = "secretref";
+
+/// The annotation by which a Secret's owner lets `creationPolicy: Merge` write into it: a
+/// namespace's SecretRefs must not reach Secrets that whoever creates SecretRefs could not
+/// write (a ServiceAccount token, a Helm release).
+pub const MERGE_ANNOTATION: &str = "secretref.dev/merge";
+/// The value of [`MERGE_ANNOTATION`] that allows it.
+pub const MERGE_ALLOW: &str = "allow";
+/// A target type secretref never creates: the token controller fills such a Secret with a
+/// ServiceAccount's token, which would give whoever may create SecretRefs the token of any
+/// ServiceAccount in the namespace.
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+
+/// Whether a Secret's owner lets `creationPolicy: Merge` write into it.
+pub fn allows_merge(existing: &Secret) -> bool {
+    existing.annotations().get(MERGE_ANNOTATION).map(String::as_str) == Some(MERGE_ALLOW)
+}
 
 /// Whether an existing Secret was written by this SecretRef (our labels, and no controller
 /// ownerReference to anything else).
@@ -35,17 +55,36 @@ pub fn is_ours(existing: &Secret, sr: &SecretRef) -> bool {
 /// Refuses to touch a Secret the policy does not allow us to write.
 pub fn ensure_writable(existing: Option<&Secret>, sr: &SecretRef) -> Result<(), SyncError> {
     let target = sr.target_name();
-    match (sr.spec.target.creation_policy, existing) {
-        (CreationPolicy::Merge, None) => Err(SyncError::TargetConflict {
-            target,
-            why: "does not exist, and creationPolicy Merge only writes into an existing Secret".into(),
-        }),
-        (CreationPolicy::Merge, Some(_)) | (_, None) => Ok(()),
-        (_, Some(existing)) if is_ours(existing, sr) => Ok(()),
-        (_, Some(_)) => Err(SyncError::TargetConflict {
-            target,
-            why: "exists and was not created by this SecretRef (use creationPolicy Merge to write into it)".into(),
-        }),
+    let conflict = |why: String| {
+        Err(SyncError::TargetConflict {
+            target: target.clone(),
+            why,
+        })
+    };
+    let merge = sr.spec.target.creation_policy == CreationPolicy::Merge;
+    if !merge && sr.spec.target.r#type == SERVICE_ACCOUNT_TOKEN_TYPE {
+        return conflict(format!(
+            "type {SERVICE_ACCOUNT_TOKEN_TYPE} is refused: the token controller would fill it with a ServiceAccount's token"
+        ));
+    }
+    match (merge, existing) {
+        (true, None) => conflict("does not exist, and creationPolicy Merge only writes into an existing Secret".into()),
+        (true, Some(existing)) if allows_merge(existing) => Ok(()),
+        (true, Some(_)) => conflict(format!(
+            "exists but does not let creationPolicy Merge write into it: whoever owns it must annotate it \
+             {MERGE_ANNOTATION}={MERGE_ALLOW}"
+        )),
+        (false, None) => Ok(()),
+        // Labels alone do not make it ours: a Merge write labels the Secret too, and taking it
+        // over (with an ownerReference) would let garbage collection delete someone's Secret.
+        (false, Some(existing)) if allows_merge(existing) => conflict(format!(
+            "belongs to someone else (it carries {MERGE_ANNOTATION}={MERGE_ALLOW}): only creationPolicy Merge writes into it"
+        )),
+        (false, Some(existing)) if is_ours(existing, sr) => Ok(()),
+        (false, Some(_)) => conflict(format!(
+            "exists and was not created by this SecretRef (to write into it, its owner annotates it \
+             {MERGE_ANNOTATION}={MERGE_ALLOW} and the SecretRef uses creationPolicy Merge)"
+        )),
     }
 }
 
@@ -81,20 +120,66 @@ fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
 /// of the Secret we applied. While the target still carries that resourceVersion nobody has
 /// touched it since, so an unchanged desired Secret needs neither a read nor a write. (The
 /// fingerprint stays in memory; it is never logged or stored.)
+///
+/// It also remembers writes the API server refused (422): the same Secret against the same
+/// target would be refused again, so it is not sent again for [`REFUSAL_MEMORY`] unless the
+/// target or the desired Secret changes. Otherwise every refresh would re-send it, a retry
+/// storm of one request per SecretRef per refresh interval.
 #[derive(Debug, Default)]
-pub struct WriteMemo(Mutex<HashMap<(String, String), (String, u64)>>);
+pub struct WriteMemo {
+    written: Mutex<HashMap<(String, String), (String, u64)>>,
+    refused: Mutex<HashMap<(String, String), Refusal>>,
+}
+
+/// A refused write: the target's version then (as the target watch saw it), the fingerprint of
+/// the refused Secret, the API server's reason and when.
+#[derive(Debug, Clone)]
+struct Refusal {
+    version: Option<String>,
+    print: u64,
+    why: String,
+    at: Instant,
+}
+
+/// How long a refused write is not re-sent unchanged. The target watch follows only Secrets
+/// labelled as ours, so a change to another Secret under the name (which could make the write
+/// acceptable) is noticed no later than this.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(300);
 
 impl WriteMemo {
     fn get(&self, key: &(String, String)) -> Option<(String, u64)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     fn set(&self, key: (String, String), value: Option<(String, u64)>) {
-        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let mut memo = self.written.lock().unwrap_or_else(|p| p.into_inner());
         match value {
             Some(v) => memo.insert(key, v),
             None => memo.remove(&key),
         };
+    }
+
+    /// The refusal of this very write, if it was refused recently against the same target.
+    fn refusal(&self, key: &(String, String), version: Option<&str>, print: u64) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .get(key)
+            .filter(|r| r.print == print && r.version.as_deref() == version && r.at.elapsed() < REFUSAL_MEMORY)
+            .map(|r| r.why.clone())
+    }
+
+    fn refuse(&self, key: (String, String), version: Option<String>, print: u64, why: String) {
+        let refusal = Refusal {
+            version,
+            print,
+            why,
+            at: Instant::now(),
+        };
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, refusal);
     }
 }
 
@@ -122,11 +207,14 @@ pub async fn apply(
     let desired = desired_secret(sr, data, data_hash);
     let print = fingerprint(&desired);
     let current_version = targets.get(&namespace, &target);
-    if let (Some(version), Some((written, written_print))) = (current_version, memo.get(&key))
-        && version == written
+    if let (Some(version), Some((written, written_print))) = (&current_version, memo.get(&key))
+        && *version == written
         && written_print == print
     {
         return Ok(false);
+    }
+    if let Some(why) = memo.refusal(&key, current_version.as_deref(), print) {
+        return Err(SyncError::TargetConflict { target, why });
     }
 
     let existing = api
@@ -149,7 +237,105 @@ pub async fn apply(
         }
         // The API server refuses what cannot be (an immutable type changed, an invalid label):
         // the user must change something; retrying will not help.
-        Err(kube::Error::Api(s)) if s.code == 422 => Err(SyncError::TargetConflict { target, why: s.message }),
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            let why = format!("the API server refused it: {}", s.message);
+            memo.refuse(key, current_version, print, why.clone());
+            Err(SyncError::TargetConflict { target, why })
+        }
         Err(e) => Err(SyncError::kube(format!("writing target Secret {target:?}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Reason;
+
+    fn secret_ref(policy: &str, type_: &str) -> SecretRef {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef",
+            "metadata": { "name": "app", "namespace": "ns", "uid": "u1" },
+            "spec": { "secrets": [{ "name": "a" }], "target": { "name": "t", "creationPolicy": policy, "type": type_ } }
+        }))
+        .expect("secretref")
+    }
+
+    fn secret(labels: serde_json::Value, annotations: serde_json::Value) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "t", "namespace": "ns", "labels": labels, "annotations": annotations }
+        }))
+        .expect("secret")
+    }
+
+    fn refusal(existing: Option<&Secret>, sr: &SecretRef) -> String {
+        let err = ensure_writable(existing, sr).expect_err("refused");
+        assert_eq!(err.reason(), Reason::TargetConflict);
+        err.to_string()
+    }
+
+    #[test]
+    fn merge_writes_only_into_a_secret_that_opts_in() {
+        let merge = secret_ref("Merge", "Opaque");
+        let plain = secret(serde_json::json!({}), serde_json::json!({}));
+        let message = refusal(Some(&plain), &merge);
+        assert!(
+            message.contains("secretref.dev/merge=allow"),
+            "says how to opt in: {message}"
+        );
+        let opted_in = secret(
+            serde_json::json!({}),
+            serde_json::json!({ MERGE_ANNOTATION: MERGE_ALLOW }),
+        );
+        ensure_writable(Some(&opted_in), &merge).expect("opted in");
+        let other_value = secret(serde_json::json!({}), serde_json::json!({ MERGE_ANNOTATION: "yes" }));
+        refusal(Some(&other_value), &merge);
+        assert!(refusal(None, &merge).contains("does not exist"));
+        // A Secret a Merge write already labelled as ours still needs the opt-in.
+        let labelled = secret(target_labels("app").into_iter().collect(), serde_json::json!({}));
+        refusal(Some(&labelled), &merge);
+    }
+
+    #[test]
+    fn owner_never_takes_over_a_secret_that_opted_in_to_merge() {
+        // Labelled by an earlier Merge write of this very SecretRef: switching the policy to
+        // Owner must not adopt it (garbage collection would then delete someone's Secret).
+        let labels: serde_json::Map<String, serde_json::Value> =
+            target_labels("app").into_iter().map(|(k, v)| (k, v.into())).collect();
+        let merged_into = secret(
+            labels.clone().into(),
+            serde_json::json!({ MERGE_ANNOTATION: MERGE_ALLOW }),
+        );
+        for policy in ["Owner", "Orphan"] {
+            let message = refusal(Some(&merged_into), &secret_ref(policy, "Opaque"));
+            assert!(message.contains("only creationPolicy Merge"), "{message}");
+        }
+        let ours = secret(labels.into(), serde_json::json!({}));
+        ensure_writable(Some(&ours), &secret_ref("Owner", "Opaque")).expect("ours");
+        ensure_writable(None, &secret_ref("Owner", "Opaque")).expect("new");
+        let foreign = secret(serde_json::json!({}), serde_json::json!({}));
+        assert!(refusal(Some(&foreign), &secret_ref("Owner", "Opaque")).contains("not created by this SecretRef"));
+    }
+
+    #[test]
+    fn a_refused_write_is_not_resent_until_something_changes() {
+        let memo = WriteMemo::default();
+        let key = ("ns".to_string(), "t".to_string());
+        memo.refuse(key.clone(), None, 7, "refused".into());
+        assert_eq!(memo.refusal(&key, None, 7).as_deref(), Some("refused"));
+        assert_eq!(memo.refusal(&key, None, 8), None, "another desired Secret is sent");
+        assert_eq!(
+            memo.refusal(&key, Some("12"), 7),
+            None,
+            "a changed target is tried again"
+        );
+        memo.set(key.clone(), Some(("13".into(), 8)));
+        assert_eq!(memo.refusal(&key, None, 7), None, "a good write forgets the refusal");
+    }
+
+    #[test]
+    fn service_account_token_targets_are_refused() {
+        let message = refusal(None, &secret_ref("Owner", SERVICE_ACCOUNT_TOKEN_TYPE));
+        assert!(message.contains(SERVICE_ACCOUNT_TOKEN_TYPE), "{message}");
+        refusal(None, &secret_ref("Orphan", SERVICE_ACCOUNT_TOKEN_TYPE));
     }
 }

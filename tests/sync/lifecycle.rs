@@ -218,11 +218,22 @@ async fn deletion_policies() {
 async fn merge_policy_writes_only_its_keys_into_an_existing_secret() {
     let f = Fixture::new("mergepolicy").await;
     f.put("main", "a", &[("A", "1")]).await;
-    let existing: k8s_openapi::api::core::v1::Secret =
-        serde_json::from_value(json!({ "metadata": { "name": "shared" }, "stringData": { "THEIRS": "keep" } }))
-            .expect("secret");
+    let existing: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": "shared", "annotations": { "secretref.dev/merge": "allow" } },
+        "stringData": { "THEIRS": "keep" }
+    }))
+    .expect("secret");
     f.secrets()
         .create(&PostParams::default(), &existing)
+        .await
+        .expect("create");
+    // A Secret whose owner did not opt in is refused, and left exactly as it was.
+    let closed: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({ "metadata": { "name": "closed" }, "stringData": { "THEIRS": "keep" } }))
+            .expect("secret");
+    let closed = f
+        .secrets()
+        .create(&PostParams::default(), &closed)
         .await
         .expect("create");
     f.apply(
@@ -231,7 +242,21 @@ async fn merge_policy_writes_only_its_keys_into_an_existing_secret() {
         json!({ "secrets": [{ "name": "a" }], "target": { "name": "shared", "creationPolicy": "Merge" } }),
     )
     .await;
+    f.apply(
+        "SecretRef",
+        "refused",
+        json!({ "secrets": [{ "name": "a" }], "target": { "name": "closed", "creationPolicy": "Merge" } }),
+    )
+    .await;
     f.wait_target("shared", &[("A", "1"), ("THEIRS", "keep")]).await;
+    let sr = f.wait_reason("refused", "TargetConflict").await;
+    assert!(
+        crate::fixture::ready_message(&sr).contains("secretref.dev/merge=allow"),
+        "{}",
+        crate::fixture::ready_message(&sr)
+    );
+    let after = f.secrets().get("closed").await.expect("closed");
+    assert_eq!(after.metadata.resource_version, closed.metadata.resource_version);
     f.secretrefs()
         .delete("app", &DeleteParams::default())
         .await
