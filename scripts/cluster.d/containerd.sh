@@ -87,15 +87,17 @@ containerd_up() {
 # containerd_down: every container (by the runtime's private state), every shim (by the socket
 # on its command line), then containerd.
 containerd_down() {
-  local runtime root=$state/node/containerd/runc id pid
+  local runtime root id pid
   runtime=$(cat "$state/node/oci-runtime" 2>/dev/null) || runtime=""
-  if [ -n "$runtime" ] && [ -d "$root" ]; then
+  # The shim keeps one runtime root per containerd namespace (k8s.io) under Root.
+  for root in "$state/node/containerd/runc"/*/; do
+    [ -n "$runtime" ] && [ -d "$root" ] || continue
     for id in $("$runtime" --root "$root" list -q 2>/dev/null); do
       "$runtime" --root "$root" kill --all "$id" KILL 2>/dev/null || true
       "$runtime" --root "$root" delete --force "$id" 2>/dev/null || true
       say "removed container ${id:0:12}"
     done
-  fi
+  done
   if [ -n "${node_run:-}" ]; then
     for pid in $(pgrep -f -- "containerd-shim-runc-v2 .*-address $node_run/containerd.sock" || true); do
       kill -9 "$pid" 2>/dev/null && say "stopped a containerd shim (pid $pid)"

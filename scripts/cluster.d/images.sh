@@ -62,6 +62,7 @@ images_busybox() {
   if [ ! -x "$dir/busybox" ]; then
     local tmp
     tmp=$(mktemp -d)
+    chmod 0755 "$tmp" # apt's unprivileged downloader writes there
     (cd "$tmp" && apt-get -q download "busybox-static=$version" >&2 && dpkg-deb -x ./*.deb root) ||
       { rm -rf "$tmp"; die "could not download busybox-static $version"; }
     mkdir -p "$dir"
