@@ -21,8 +21,9 @@ struct Stage {
 
 fn dockerfile_final_stage() -> Stage {
     let text = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
-    let last_from = text
-        .lines()
+    let lines: Vec<&str> = text.lines().collect();
+    let last_from = lines
+        .iter()
         .rposition(|l| l.starts_with("FROM "))
         .expect("a FROM line");
     let mut stage = Stage {
@@ -31,7 +32,7 @@ fn dockerfile_final_stage() -> Stage {
         entrypoint: Value::Null,
         cmd: Value::Null,
     };
-    for line in text.lines().skip(last_from) {
+    for line in &lines[last_from..] {
         let (instruction, rest) = line.split_once(' ').unwrap_or((line, ""));
         match instruction {
             "COPY" => {

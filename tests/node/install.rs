@@ -167,7 +167,7 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
 
     // c. A Deployment consuming a merged target as env vars and files.
     let app = App::new(&client, "node-app").await;
-    app.put("api", &["API_KEY=one", "SHARED=from-api"]);
+    app.put("api", &["API_KEY=k1-7c41e9", "SHARED=from-api"]);
     app.put("db", &["DB_URL=postgres://db/one", "SHARED=from-db"]);
     app.secretref("web", &["api", "db"], json!({ "name": "web-env" }), &["web"])
         .await;
@@ -178,13 +178,13 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
         &[],
     )
     .await;
-    let data = app.wait_target("web-env", "API_KEY", "one").await;
+    let data = app.wait_target("web-env", "API_KEY", "k1-7c41e9").await;
     assert_eq!(data["SHARED"], "from-db", "the later secret wins");
     assert_eq!(
         data.keys().map(String::as_str).collect::<Vec<_>>(),
         [".env", "API_KEY", "DB_URL", "SHARED"]
     );
-    app.wait_target("kept-env", "API_KEY", "one").await;
+    app.wait_target("kept-env", "API_KEY", "k1-7c41e9").await;
     app.deployment("web", "web-env").await; // restarted by rolloutRestart
     app.deployment("reader", "web-env").await; // not restarted: shows files changing under it
     let web = app.pod("web").await;
@@ -197,15 +197,15 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
 
     // d. A rotation through the CLI: the mounted file changes in the running pod, its env does
     // not; the rolloutRestart Deployment gets a new pod with the new env, once.
-    app.put("api", &["API_KEY=two", "SHARED=from-api"]);
-    let took = wait_file(app.ns(), &reader, "/etc/app/API_KEY", "two");
+    app.put("api", &["API_KEY=k2-7c41e9", "SHARED=from-api"]);
+    let took = wait_file(app.ns(), &reader, "/etc/app/API_KEY", "k2-7c41e9");
     eprintln!("rotation: the mounted file changed {:.1} s after the CLI wrote the secret", took.as_secs_f64());
-    let data = app.wait_target("web-env", "API_KEY", "two").await;
+    let data = app.wait_target("web-env", "API_KEY", "k2-7c41e9").await;
     eventually(WAIT, "every mounted file to follow", || async {
         (app.files(&reader) == data).then_some(())
     })
     .await;
-    assert_eq!(environment(app.ns(), &reader)["API_KEY"], "one", "env vars never change in a running pod");
+    assert_eq!(environment(app.ns(), &reader)["API_KEY"], "k1-7c41e9", "env vars never change in a running pod");
     let new_web = eventually(WAIT, "a new web pod", || async {
         let pod = app.pod("web").await;
         (pod != web).then_some(pod)
@@ -215,7 +215,7 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     assert_eq!(app.generation("web").await, generation + 1, "one restart for one change");
     assert_eq!(synced_events(&client, app.ns(), "web").await, events + 1);
     // The same values again: no real change, no restart.
-    app.put("api", &["API_KEY=two", "SHARED=from-api"]);
+    app.put("api", &["API_KEY=k2-7c41e9", "SHARED=from-api"]);
 
     // a. helm upgrade with changed values rolls the operator's pods; the restart of the
     // operator restarts no workload.
@@ -239,17 +239,25 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     .await;
     assert_eq!(synced_events(&client, app.ns(), "web").await, events + 1);
 
-    // e. The leader pod deleted, a change made meanwhile: the other replica takes over and the
-    // change arrives exactly once.
+    // e. The leader pod deleted, a change made meanwhile: another replica takes over and the
+    // change arrives exactly once. (The standby only looks at the Lease again when the record
+    // it last saw expires, so the pod replacing the deleted one may win the released Lease.)
+    let deleted = Instant::now();
     kubectl(&["delete", "pod", "-n", NAMESPACE, &leader, "--wait=false"]);
-    app.put("api", &["API_KEY=three", "SHARED=from-api"]);
+    app.put("api", &["API_KEY=k3-7c41e9", "SHARED=from-api"]);
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
-    eventually(WAIT, "the other replica to take the Lease", || async {
+    let successor = eventually(WAIT, "another replica to take the Lease", || async {
         let holder = leases.get_opt(LEASE).await.ok()??.spec?.holder_identity?;
-        (holder == others[0]).then_some(())
+        (holder != leader).then_some(holder)
     })
     .await;
-    let data = app.wait_target("web-env", "API_KEY", "three").await;
+    eprintln!(
+        "failover: {} ({}) leads {:.1} s after the leader pod was deleted",
+        successor,
+        if successor == others[0] { "the standby" } else { "the replacement pod" },
+        deleted.elapsed().as_secs_f64()
+    );
+    let data = app.wait_target("web-env", "API_KEY", "k3-7c41e9").await;
     let newest_web = eventually(WAIT, "a web pod with the change", || async {
         let pod = app.pod("web").await;
         (pod != new_web).then_some(pod)
@@ -258,12 +266,19 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     app.assert_consumes(&newest_web, &data);
     let pods = operator_pods(&client).await; // the Deployment replaced the deleted pod
     let (leader, _) = one_leader(&client, &pods).await;
-    assert_eq!(leader, others[0]);
+    assert_eq!(leader, successor, "leadership stays put once taken");
     settles(&client, &leader, "the change restarts once", || async {
         app.generation("web").await == generation + 2 && app.pod("web").await == newest_web
     })
     .await;
     assert_eq!(synced_events(&client, app.ns(), "web").await, events + 2, "one Event per change");
+
+    // The operator's logs (kubectl logs through the kubelet) never hold a value.
+    for pod in &pods {
+        let logs = kubectl(&["logs", "-n", NAMESPACE, &name(pod)]);
+        assert!(!logs.is_empty(), "kubectl logs {}", name(pod));
+        assert!(!logs.contains("7c41e9"), "a secret value in the logs of {}", name(pod));
+    }
 
     // a. helm uninstall: CRDs, SecretRefs and targets stay; deleting a SecretRef then follows
     // its target's deletionPolicy (through ownerReferences: no operator needed).
@@ -314,7 +329,7 @@ async fn kustomize_manifests_on_the_node_run_two_replicas_that_sync() {
     assert!(metrics.contains("secretref_leader 1"), "{metrics}");
 
     let app = App::new(&client, "node-kustomize").await;
-    app.put("api", &["API_KEY=one"]);
+    app.put("api", &["API_KEY=k1-7c41e9"]);
     app.secretref("web", &["api"], json!({ "name": "web-env" }), &[]).await;
-    app.wait_target("web-env", "API_KEY", "one").await;
+    app.wait_target("web-env", "API_KEY", "k1-7c41e9").await;
 }

@@ -7,10 +7,7 @@ use std::{
 };
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret};
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams},
-};
+use kube::{Api, Client};
 use serde_json::json;
 
 use crate::{
@@ -171,42 +168,15 @@ pub fn wait_file(ns: &str, pod: &str, path: &str, want: &str) -> Duration {
     }
 }
 
-/// Checks that `restartedAt` has a value on the pod template and returns it.
+/// The `secretref.dev/restartedAt` annotation of a Deployment's pod template, if any.
 pub async fn restarted_at(client: &Client, ns: &str, deployment: &str) -> Option<String> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .get(deployment)
-        .await
-        .ok()?
-        .spec?
+    let deployment = deployments.get(deployment).await.ok()?;
+    deployment
+        .spec
         .template
         .metadata?
         .annotations?
         .get("secretref.dev/restartedAt")
         .cloned()
-}
-
-/// Scales a Deployment (used to stop the reader before its namespace goes).
-pub async fn scale(client: &Client, ns: &str, deployment: &str, replicas: i32) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    deployments
-        .patch(
-            deployment,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
-        )
-        .await
-        .expect("scale");
-}
-
-/// The pod names of Deployment `name`, for checks that no new pod appeared.
-pub async fn pod_names(client: &Client, ns: &str, name: &str) -> BTreeSet<String> {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-    pods.list(&kube::api::ListParams::default().labels(&format!("app={name}")))
-        .await
-        .expect("pods")
-        .items
-        .iter()
-        .map(crate::node::name)
-        .collect()
 }
