@@ -41,6 +41,7 @@ host_cgroup_mounts() {
 
 host_cgroups_create() {
   local m
+  touch "$state/cgroups.created" # from now on they are ours to remove
   while read -r m; do
     [ "$(awk -v m="$m" '$5 == m { print $9 }' /proc/self/mountinfo)" = cgroup ] || continue
     mkdir -p "$m/$node_cgroup"
@@ -56,6 +57,7 @@ host_cgroups_create() {
 # stop) and removes them, deepest first, in every hierarchy.
 host_cgroups_remove() {
   local m dir pid removed=0
+  [ -f "$state/cgroups.created" ] || return 0
   while read -r m; do
     [ -d "$m/$node_cgroup" ] || continue
     for _ in 1 2 3 4 5; do
@@ -69,6 +71,7 @@ host_cgroups_remove() {
     if [ -d "$m/$node_cgroup" ]; then say "warning: could not remove $m/$node_cgroup"; else removed=1; fi
   done < <(host_cgroup_mounts)
   [ "$removed" = 0 ] || say "removed the cgroups $node_cgroup"
+  rm -f "$state/cgroups.created"
 }
 
 # The mount namespace holder: a sleeping process whose namespace containerd and the kubelet

@@ -19,7 +19,10 @@ service_range=198.51.100.0/25
 network_exists() { ip link show "$node_bridge" >/dev/null 2>&1; }
 
 network_up() {
-  ! network_exists || die "the bridge $node_bridge already exists: another node runs on this machine (only one can), or a crashed one was started from another state folder: run scripts/cluster down there"
+  if network_exists; then
+    say "error: the bridge $node_bridge already exists: another node runs on this machine (only one can), or a crashed one was started from another state folder: run scripts/cluster down there"
+    return 1
+  fi
   ip link add "$node_bridge" type bridge
   touch "$state/network.created"
   sysctl -qw "net.ipv6.conf.$node_bridge.disable_ipv6=1"

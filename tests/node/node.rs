@@ -74,12 +74,15 @@ pub fn secretref_image() -> String {
 /// Runs a command with KUBECONFIG set to the node's cluster; (success, stdout, stderr).
 pub fn run(program: &Path, args: &[&str]) -> (bool, String, String) {
     state();
-    let out = Command::new(program)
+    let out = match Command::new(program)
         .args(args)
         .env("KUBECONFIG", kubeconfig_path())
         .current_dir(repo_root())
         .output()
-        .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
+    {
+        Ok(out) => out,
+        Err(e) => return (false, String::new(), format!("{} does not run: {e}", program.display())),
+    };
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
