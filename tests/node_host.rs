@@ -39,7 +39,14 @@ fn output(program: &str, args: &[&str]) -> String {
 /// Processes that belong to a node: its binaries, its containers (by cgroup) and anything
 /// naming the node's folders.
 fn node_processes() -> BTreeSet<String> {
-    const BINARIES: [&str; 6] = ["containerd", "containerd-shim-runc-v2", "kubelet", "kube-scheduler", "runc", "crun"];
+    const BINARIES: [&str; 6] = [
+        "containerd",
+        "containerd-shim-runc-v2",
+        "kubelet",
+        "kube-scheduler",
+        "runc",
+        "crun",
+    ];
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let pid = entry.file_name().to_string_lossy().into_owned();
@@ -49,7 +56,10 @@ fn node_processes() -> BTreeSet<String> {
         let cmdline = read(&entry.path().join("cmdline")).replace('\0', " ");
         let cgroups = read(&entry.path().join("cgroup"));
         let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
-        let exe_name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let exe_name = exe
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if BINARIES.contains(&exe_name.as_str())
             || cgroups.contains("secretref-node")
             || cmdline.contains("secretref-node")
@@ -99,18 +109,24 @@ fn snapshot() -> Host {
             }
         }
     }
-    let paths = ["/var/lib/kubelet", "/var/log/containers", "/run/containerd", "/etc/cni", "/opt/cni"]
-        .into_iter()
-        .filter(|p| Path::new(p).exists())
-        .map(String::from)
-        .chain(
-            std::fs::read_dir("/tmp")
-                .expect("/tmp")
-                .flatten()
-                .map(|e| e.path().display().to_string())
-                .filter(|p| p.contains("secretref-node")),
-        )
-        .collect();
+    let paths = [
+        "/var/lib/kubelet",
+        "/var/log/containers",
+        "/run/containerd",
+        "/etc/cni",
+        "/opt/cni",
+    ]
+    .into_iter()
+    .filter(|p| Path::new(p).exists())
+    .map(String::from)
+    .chain(
+        std::fs::read_dir("/tmp")
+            .expect("/tmp")
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .filter(|p| p.contains("secretref-node")),
+    )
+    .collect();
     Host {
         processes: node_processes(),
         mounts: read(Path::new("/proc/self/mountinfo"))
@@ -184,7 +200,11 @@ impl Cluster {
         pipe.write_all(stdin.unwrap_or_default().as_bytes()).expect("stdin");
         drop(pipe);
         let out = child.wait_with_output().expect("kubectl");
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -228,7 +248,11 @@ impl Drop for Cluster {
 #[ignore = "needs the machine's one node: scripts/test runs it after stopping the shared cluster"]
 fn up_node_and_down_leave_the_host_as_it_was_even_after_a_crash() {
     let before = snapshot();
-    assert!(before.processes.is_empty(), "a node already runs here: {:?}", before.processes);
+    assert!(
+        before.processes.is_empty(),
+        "a node already runs here: {:?}",
+        before.processes
+    );
     let cluster = Cluster::new("clean");
 
     let start = Instant::now();

@@ -22,10 +22,7 @@ struct Stage {
 fn dockerfile_final_stage() -> Stage {
     let text = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("Dockerfile");
     let lines: Vec<&str> = text.lines().collect();
-    let last_from = lines
-        .iter()
-        .rposition(|l| l.starts_with("FROM "))
-        .expect("a FROM line");
+    let last_from = lines.iter().rposition(|l| l.starts_with("FROM ")).expect("a FROM line");
     let mut stage = Stage {
         copies: Vec::new(),
         user: String::new(),
@@ -88,7 +85,10 @@ fn scripts_image_builds_what_the_dockerfile_describes() {
     let layout = repo_root().join("target/image/secretref");
     let index = json(&std::fs::read(layout.join("index.json")).expect("target/image/secretref/index.json"));
     let entry = &index["manifests"][0];
-    assert_eq!(entry["annotations"]["io.containerd.image.name"], secretref_image().as_str());
+    assert_eq!(
+        entry["annotations"]["io.containerd.image.name"],
+        secretref_image().as_str()
+    );
     let manifest_digest = entry["digest"].as_str().expect("digest");
     let manifest = json(&blob(&layout, manifest_digest));
     let config = json(&blob(&layout, manifest["config"]["digest"].as_str().expect("config")));
@@ -96,14 +96,20 @@ fn scripts_image_builds_what_the_dockerfile_describes() {
     assert_eq!(config["config"]["Entrypoint"], stage.entrypoint);
     assert_eq!(config["config"]["Cmd"], stage.cmd);
     assert_eq!(config["config"]["User"], stage.user.as_str());
-    assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("amd64")));
+    assert_eq!(
+        (config["os"].as_str(), config["architecture"].as_str()),
+        (Some("linux"), Some("amd64"))
+    );
 
     // The files: exactly the COPY destinations and the folders above them, owned by root.
     let layers = manifest["layers"].as_array().expect("layers");
     assert_eq!(layers.len(), 1, "one layer, like the Dockerfile's FROM scratch + COPY");
-    let layer_path = layout
-        .join("blobs/sha256")
-        .join(layers[0]["digest"].as_str().expect("digest").trim_start_matches("sha256:"));
+    let layer_path = layout.join("blobs/sha256").join(
+        layers[0]["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:"),
+    );
     let entries = layer_entries(&layer_path);
     let mut expected = BTreeSet::new();
     for (_, dest) in &stage.copies {

@@ -38,7 +38,10 @@ struct Uninstall;
 
 impl Drop for Uninstall {
     fn drop(&mut self) {
-        let _ = run(&tools_bin().join("helm"), &["uninstall", "secretref", "-n", NAMESPACE, "--wait"]);
+        let _ = run(
+            &tools_bin().join("helm"),
+            &["uninstall", "secretref", "-n", NAMESPACE, "--wait"],
+        );
         #[rustfmt::skip]
         let _ = run(&tools_bin().join("kubectl"), &["delete", "clusterrole,clusterrolebinding", "-l", SELECTOR, "--ignore-not-found"]);
         let _ = run(
@@ -54,15 +57,26 @@ async fn operator_pods(client: &Client) -> Vec<Pod> {
     for pod in &pods {
         let spec = pod.spec.as_ref().expect("spec");
         let container = &spec.containers[0];
-        assert_eq!(container.image.as_deref(), Some(crate::node::secretref_image().as_str()));
+        assert_eq!(
+            container.image.as_deref(),
+            Some(crate::node::secretref_image().as_str())
+        );
         for probe in [&container.readiness_probe, &container.liveness_probe] {
             let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("an HTTP probe");
             assert!(matches!(get.path.as_deref(), Some("/readyz" | "/livez")));
         }
         let status = pod.status.as_ref().expect("status");
         let ip = status.pod_ip.as_deref().expect("a pod IP");
-        assert!(ip.starts_with("198.51.100."), "pod IP {ip} is in the node's documentation range");
-        let restarts: i32 = status.container_statuses.iter().flatten().map(|c| c.restart_count).sum();
+        assert!(
+            ip.starts_with("198.51.100."),
+            "pod IP {ip} is in the node's documentation range"
+        );
+        let restarts: i32 = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .sum();
         assert_eq!(restarts, 0, "{} restarted", name(pod));
     }
     pods
@@ -132,7 +146,9 @@ const CRDS: [&str; 3] = [
 async fn without_foreign_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in CRDS {
-        let Some(existing) = crds.get_opt(crd).await.expect("crd") else { continue };
+        let Some(existing) = crds.get_opt(crd).await.expect("crd") else {
+            continue;
+        };
         let owner = existing
             .metadata
             .annotations
@@ -162,7 +178,9 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     helm(&["install", "secretref", "deploy/helm/secretref", "-n", NAMESPACE, "--create-namespace", "-f", VALUES]);
     let pods = operator_pods(&client).await;
     let (leader, _) = one_leader(&client, &pods).await;
-    let metrics = pod_get(&client, NAMESPACE, &leader, 8080, "/metrics").await.expect("/metrics");
+    let metrics = pod_get(&client, NAMESPACE, &leader, 8080, "/metrics")
+        .await
+        .expect("/metrics");
     assert!(metrics.contains("# TYPE secretref_target_writes counter"), "{metrics}");
 
     // c. A Deployment consuming a merged target as env vars and files.
@@ -191,7 +209,11 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     let reader = app.pod("reader").await;
     app.assert_consumes(&web, &data);
     app.assert_consumes(&reader, &data);
-    assert_eq!(restarted_at(&client, app.ns(), "web").await, None, "the first sync restarts nothing");
+    assert_eq!(
+        restarted_at(&client, app.ns(), "web").await,
+        None,
+        "the first sync restarts nothing"
+    );
     let generation = app.generation("web").await;
     let events = synced_events(&client, app.ns(), "web").await;
 
@@ -199,20 +221,31 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     // not; the rolloutRestart Deployment gets a new pod with the new env, once.
     app.put("api", &["API_KEY=k2-7c41e9", "SHARED=from-api"]);
     let took = wait_file(app.ns(), &reader, "/etc/app/API_KEY", "k2-7c41e9");
-    eprintln!("rotation: the mounted file changed {:.1} s after the CLI wrote the secret", took.as_secs_f64());
+    eprintln!(
+        "rotation: the mounted file changed {:.1} s after the CLI wrote the secret",
+        took.as_secs_f64()
+    );
     let data = app.wait_target("web-env", "API_KEY", "k2-7c41e9").await;
     eventually(WAIT, "every mounted file to follow", || async {
         (app.files(&reader) == data).then_some(())
     })
     .await;
-    assert_eq!(environment(app.ns(), &reader)["API_KEY"], "k1-7c41e9", "env vars never change in a running pod");
+    assert_eq!(
+        environment(app.ns(), &reader)["API_KEY"],
+        "k1-7c41e9",
+        "env vars never change in a running pod"
+    );
     let new_web = eventually(WAIT, "a new web pod", || async {
         let pod = app.pod("web").await;
         (pod != web).then_some(pod)
     })
     .await;
     app.assert_consumes(&new_web, &data);
-    assert_eq!(app.generation("web").await, generation + 1, "one restart for one change");
+    assert_eq!(
+        app.generation("web").await,
+        generation + 1,
+        "one restart for one change"
+    );
     assert_eq!(synced_events(&client, app.ns(), "web").await, events + 1);
     // The same values again: no real change, no restart.
     app.put("api", &["API_KEY=k2-7c41e9", "SHARED=from-api"]);
@@ -228,14 +261,23 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     })
     .await;
     for pod in &pods {
-        let env = pod.spec.as_ref().expect("spec").containers[0].env.clone().unwrap_or_default();
-        assert!(env.iter().any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug")));
+        let env = pod.spec.as_ref().expect("spec").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug"))
+        );
     }
     let pods = operator_pods(&client).await;
     let (leader, others) = one_leader(&client, &pods).await;
-    settles(&client, &leader, "no workload restart on an operator restart", || async {
-        app.generation("web").await == generation + 1 && app.pod("web").await == new_web
-    })
+    settles(
+        &client,
+        &leader,
+        "no workload restart on an operator restart",
+        || async { app.generation("web").await == generation + 1 && app.pod("web").await == new_web },
+    )
     .await;
     assert_eq!(synced_events(&client, app.ns(), "web").await, events + 1);
 
@@ -254,7 +296,11 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
     eprintln!(
         "failover: {} ({}) leads {:.1} s after the leader pod was deleted",
         successor,
-        if successor == others[0] { "the standby" } else { "the replacement pod" },
+        if successor == others[0] {
+            "the standby"
+        } else {
+            "the replacement pod"
+        },
         deleted.elapsed().as_secs_f64()
     );
     let data = app.wait_target("web-env", "API_KEY", "k3-7c41e9").await;
@@ -271,7 +317,11 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
         app.generation("web").await == generation + 2 && app.pod("web").await == newest_web
     })
     .await;
-    assert_eq!(synced_events(&client, app.ns(), "web").await, events + 2, "one Event per change");
+    assert_eq!(
+        synced_events(&client, app.ns(), "web").await,
+        events + 2,
+        "one Event per change"
+    );
 
     // The operator's logs (kubectl logs through the kubelet) never hold a value.
     for pod in &pods {
@@ -299,7 +349,10 @@ async fn helm_chart_on_the_node_runs_two_replicas_that_serve_pods_and_hand_over(
         secrets.get_opt("web-env").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(secrets.get_opt("kept-env").await.expect("get").is_some(), "Retain keeps kept-env");
+    assert!(
+        secrets.get_opt("kept-env").await.expect("get").is_some(),
+        "Retain keeps kept-env"
+    );
 }
 
 #[tokio::test]
@@ -323,7 +376,9 @@ async fn kustomize_manifests_on_the_node_run_two_replicas_that_sync() {
     kubectl(&["apply", "-k", overlay.to_str().expect("path")]);
     let pods = operator_pods(&client).await;
     let (leader, _) = one_leader(&client, &pods).await;
-    let metrics = pod_get(&client, NAMESPACE, &leader, 8080, "/metrics").await.expect("/metrics");
+    let metrics = pod_get(&client, NAMESPACE, &leader, 8080, "/metrics")
+        .await
+        .expect("/metrics");
     assert!(metrics.contains("secretref_leader 1"), "{metrics}");
 
     let app = App::new(&client, "node-kustomize").await;

@@ -58,7 +58,11 @@ pub fn ctr(state: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("ctr runs");
-    assert!(out.status.success(), "ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -149,13 +153,17 @@ pub fn running_and_ready(pod: &Pod) -> bool {
 pub async fn ready_pods(client: &Client, namespace: &str, selector: &str, count: usize) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(selector);
-    eventually(WAIT, &format!("{count} ready pods {selector} in {namespace}"), || async {
-        let mut list = pods.list(&params).await.ok()?.items;
-        (list.len() == count && list.iter().all(running_and_ready)).then(|| {
-            list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-            list
-        })
-    })
+    eventually(
+        WAIT,
+        &format!("{count} ready pods {selector} in {namespace}"),
+        || async {
+            let mut list = pods.list(&params).await.ok()?.items;
+            (list.len() == count && list.iter().all(running_and_ready)).then(|| {
+                list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+                list
+            })
+        },
+    )
     .await
 }
 

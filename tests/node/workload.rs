@@ -29,11 +29,14 @@ impl App {
         let ns = TestNamespace::new(client, prefix).await;
         let store_ns = TestNamespace::new(client, &format!("{prefix}-store")).await;
         let store = ns.name.clone();
-        apply_json(client, json!({
-            "apiVersion": "secretref.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": { "name": store },
-            "spec": { "defaultEnvironment": "main", "namespaces": [ns.name],
-                      "provider": { "kubernetes": { "namespace": store_ns.name } } }
-        }))
+        apply_json(
+            client,
+            json!({
+                "apiVersion": "secretref.dev/v1alpha1", "kind": "ClusterSecretStore", "metadata": { "name": store },
+                "spec": { "defaultEnvironment": "main", "namespaces": [ns.name],
+                          "provider": { "kubernetes": { "namespace": store_ns.name } } }
+            }),
+        )
         .await;
         App {
             client: client.clone(),
@@ -59,7 +62,10 @@ impl App {
     /// A SecretRef `name` merging `secrets` into target `target` with a dotenv file `.env`.
     pub async fn secretref(&self, name: &str, secrets: &[&str], target: serde_json::Value, restart: &[&str]) {
         let secrets: Vec<_> = secrets.iter().map(|s| json!({ "name": s })).collect();
-        let restart: Vec<_> = restart.iter().map(|d| json!({ "kind": "Deployment", "name": d })).collect();
+        let restart: Vec<_> = restart
+            .iter()
+            .map(|d| json!({ "kind": "Deployment", "name": d }))
+            .collect();
         apply_json(&self.client, json!({
             "apiVersion": "secretref.dev/v1alpha1", "kind": "SecretRef",
             "metadata": { "name": name, "namespace": self.ns() },
@@ -142,7 +148,11 @@ impl App {
     /// Checks that `pod` sees exactly `data` as files, and as env vars every key of `data` that
     /// the kubelet accepts as a variable name, with nothing else beside what the kubelet adds.
     pub fn assert_consumes(&self, pod: &str, data: &BTreeMap<String, String>) {
-        assert_eq!(&self.files(pod), data, "the secret volume holds exactly the target's keys");
+        assert_eq!(
+            &self.files(pod),
+            data,
+            "the secret volume holds exactly the target's keys"
+        );
         let env = environment(self.ns(), pod);
         let from_secret: BTreeSet<&String> = env
             .keys()
