@@ -306,7 +306,14 @@ async fn bad_input_names_the_problem_and_writes_nothing() {
         "dead.kubeconfig",
         &std::fs::read_to_string(kubeconfig_path())
             .expect("kubeconfig")
-            .replace("https://127.0.0.1:", "https://127.0.0.1:1"),
+            .lines()
+            // Port 1 on loopback: nothing listens there (the cluster's own address varies).
+            .map(|l| match l.split_once("server: ") {
+                Some((indent, _)) => format!("{indent}server: https://127.0.0.1:1"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
     );
     let r = cli.run(&["list"], &[("KUBECONFIG", dead.as_str())], None);
     assert!(!r.ok && r.stderr.contains("secretref: error"), "{}", r.stderr);
