@@ -221,7 +221,7 @@ fn kill_and_start_refuse_what_they_cannot_do() {
     let state = temp_state("killstart");
     std::fs::create_dir_all(&state).expect("state dir");
     for (args, says) in [
-        (&["kill", "kubelet"][..], "unknown component 'kubelet'"),
+        (&["kill", "kube-proxy"][..], "unknown component 'kube-proxy'"),
         (&["kill", "etcd"][..], "etcd is not running"),
         (
             &["start", "kube-apiserver"][..],

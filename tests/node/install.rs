@@ -134,10 +134,11 @@ async fn synced_events(client: &Client, ns: &str, secretref: &str) -> usize {
         .len()
 }
 
-const CRDS: [&str; 3] = [
+const CRDS: [&str; 4] = [
     "secretrefs.secretref.dev",
     "secretstores.secretref.dev",
     "clustersecretstores.secretref.dev",
+    "clustersecretrefs.secretref.dev",
 ];
 
 /// Helm installs the CRDs with the release and refuses to adopt ones it did not create: the
