@@ -316,15 +316,20 @@ async fn measure_operator(client: &Client, args: &Args, moto: &Moto, aws: &Aws, 
         calls.calls_per_cycle_by_operation
     );
 
-    // One change, made straight in AWS: until every target of that secret holds it.
+    // One change, made straight in AWS: until every target of that secret holds it. Each side
+    // writes a value of its own, never one an earlier side already wrote.
+    let round = match side {
+        Side::Secretref => 1,
+        Side::Eso => 2,
+    };
     moto.record();
     let changed_at = Instant::now();
     aws.put_secret_value()
         .secret_id(secret_name(0))
-        .secret_string(value(0, 1))
+        .secret_string(value(0, round))
         .send()
         .await?;
-    let want = "value-0-1".to_string();
+    let want = format!("value-0-{round}");
     let targets: Vec<String> = (0..args.refs)
         .filter(|i| i % args.store_secrets == 0)
         .map(|i| format!("r-{i}"))
@@ -354,12 +359,12 @@ async fn measure_operator(client: &Client, args: &Args, moto: &Moto, aws: &Aws, 
     )
     .await?;
     calls.change_propagation_s = changed_at.elapsed().as_secs_f64();
-    // What the change cost: every call in that window but the regular list calls (which the
-    // unchanged cycles already count).
+    // What the change cost: every call in that window but the bench's own write and the
+    // regular list calls (which the unchanged cycles already count).
     let window = moto.calls();
     calls.calls_for_one_change = window
         .into_iter()
-        .filter(|(op, _)| side == Side::Eso || op != "ListSecrets")
+        .filter(|(op, _)| op != "PutSecretValue" && (side == Side::Eso || op != "ListSecrets"))
         .collect();
     eprintln!(
         "bench(aws): {label}: one change reached {} targets in {:.1} s; calls {:?}",

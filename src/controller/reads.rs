@@ -161,12 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_read_for_many_callers_until_invalidated() {
-        let memory = Arc::new(MemoryBackend::new());
-        memory
-            .create("main", "a", [("K".to_string(), SecretValue::new("1"))].into())
-            .await
-            .expect("create");
-        let backend: Arc<dyn SecretBackend> = memory.clone();
+        let (memory, backend) = with_secret_a().await;
         let reads = SharedReads::new(100, Duration::from_secs(60));
         let results = futures::future::join_all((0..50).map(|_| reads.get(&backend, "main", "a", MINUTE))).await;
         assert!(results.iter().all(|r| r.as_ref().is_ok_and(|(v, _)| v.is_some())));
@@ -212,6 +207,17 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
+    /// A memory backend holding secret `a` of environment `main` (K=1), and it as the trait object.
+    async fn with_secret_a() -> (Arc<MemoryBackend>, Arc<dyn SecretBackend>) {
+        let memory = Arc::new(MemoryBackend::new());
+        memory
+            .create("main", "a", [("K".to_string(), SecretValue::new("1"))].into())
+            .await
+            .expect("create");
+        let backend: Arc<dyn SecretBackend> = memory.clone();
+        (memory, backend)
+    }
+
     #[tokio::test]
     async fn entries_older_than_the_callers_refresh_interval_are_read_again() {
         let memory = Arc::new(MemoryBackend::new());
@@ -230,12 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn polls_confirm_unchanged_reads_and_drop_changed_ones() {
-        let memory = Arc::new(MemoryBackend::new());
-        memory
-            .create("main", "a", [("K".to_string(), SecretValue::new("1"))].into())
-            .await
-            .expect("create");
-        let backend: Arc<dyn SecretBackend> = memory.clone();
+        let (memory, backend) = with_secret_a().await;
         let (identity, a) = (backend.identity(), SecretId::new("main", "a"));
         let reads = SharedReads::new(100, MINUTE);
         let short = Duration::from_millis(40);
@@ -257,12 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_watch_report_is_news_only_if_it_differs_from_the_cache() {
-        let memory = Arc::new(MemoryBackend::new());
-        memory
-            .create("main", "a", [("K".to_string(), SecretValue::new("1"))].into())
-            .await
-            .expect("create");
-        let backend: Arc<dyn SecretBackend> = memory.clone();
+        let (memory, backend) = with_secret_a().await;
         let (identity, a) = (backend.identity(), SecretId::new("main", "a"));
         let reads = SharedReads::new(100, MINUTE);
         reads.get(&backend, "main", "a", MINUTE).await.expect("read");

@@ -8,14 +8,11 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client, Config, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    Api, Client, Config,
+    api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::wait::{await_condition, conditions},
 };
 
 use crate::support::repo_root;
@@ -64,21 +61,7 @@ impl ChaosCluster {
     }
 
     async fn install_crds(&self) {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let params = PatchParams::apply("secretref-chaos").force();
-        for crd in secretref::api::crds() {
-            let name = crd.name_any();
-            api.patch(&name, &params, &Patch::Apply(&crd))
-                .await
-                .expect("CRD applies");
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                await_condition(api.clone(), &name, conditions::is_crd_established()),
-            )
-            .await
-            .expect("CRD established in time")
-            .expect("CRD watch");
-        }
+        crate::support::apply_crds(&self.client, "secretref-chaos").await;
     }
 
     /// SIGKILLs one component, as a crash would.

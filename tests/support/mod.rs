@@ -92,24 +92,27 @@ pub async fn client() -> Client {
 /// Established. Runs once per test binary.
 pub async fn install_crds(client: &Client) {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let params = PatchParams::apply("secretref-tests").force();
-        for crd in secretref::api::crds() {
-            let name = crd.name_any();
-            api.patch(&name, &params, &Patch::Apply(&crd))
-                .await
-                .expect("CRD applies");
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                await_condition(api.clone(), &name, conditions::is_crd_established()),
-            )
+    DONE.get_or_init(|| apply_crds(client, "secretref-tests")).await;
+}
+
+/// Applies the CRDs as field manager `manager` (server-side, so reruns are no-ops) and waits
+/// until each is Established.
+pub async fn apply_crds(client: &Client, manager: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(manager).force();
+    for crd in secretref::api::crds() {
+        let name = crd.name_any();
+        api.patch(&name, &params, &Patch::Apply(&crd))
             .await
-            .expect("CRD established in time")
-            .expect("CRD watch");
-        }
-    })
-    .await;
+            .expect("CRD applies");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("CRD established in time")
+        .expect("CRD watch");
+    }
 }
 
 /// A namespace of one test's own; deleted (with everything in it) when dropped.
