@@ -27,7 +27,7 @@ use crate::{
     report::Operator,
 };
 
-const NS: &str = "bench-eso";
+pub const NS: &str = "bench-eso";
 
 fn env_path(var: &str) -> anyhow::Result<PathBuf> {
     std::env::var(var)

@@ -4,13 +4,17 @@
 //!   client at the operator's concurrency (and, for comparison, its rate for creating the N
 //!   SecretRefs alone, with no operator running, and for server-side applying a new value to
 //!   each Secret, the write a store change costs per target);
+//! - `limit.min_writes_per_s` and `limit.fanout_apply_s`: the floors of a cold sync and of a
+//!   fan-out, a raw client doing only the writes that cannot be avoided (floors.rs);
 //! - for secretref (and, with `--peer eso`, External Secrets Operator): cold sync rate, peak
 //!   RSS with and without K unrelated Secrets, backend reads and writes over one refresh cycle
 //!   in steady state, and store-change propagation latency (p50, p99).
-//!
+//! - for secretref, an operator restart with everything in step: its time and the API
+//!   server's requests meanwhile.
 //!
 //! With `--backend vault` it measures instead what the vault provider costs HashiCorp Vault
-//! (`vault.rs`), next to ESO's vault provider with `--peer eso`.
+//! (`vault.rs`), next to ESO's vault provider with `--peer eso`. With `--growth N1,N2,...` it
+//! runs the floors and secretref (and ESO with `--peer eso`) at each N in turn (growth.rs).
 //!
 //! Usage: `bench --refs N [--store-secrets M] [--unrelated K] [--peer eso] [--concurrency C]
 //! [--cycle SECONDS] [--profile-dir DIR] [--backend kubernetes|aws|vault] --json FILE` with `KUBECONFIG` (and, for the peer, `SECRETREF_BENCH_ESO`,
@@ -20,6 +24,8 @@
 mod aws;
 mod cluster;
 mod eso;
+mod floors;
+mod growth;
 mod measure;
 mod operator;
 mod report;
@@ -44,6 +50,8 @@ pub struct Args {
     pub json: PathBuf,
     /// Where to write a kube-apiserver CPU profile of each cold sync (`go tool pprof -top`).
     pub profile_dir: Option<PathBuf>,
+    /// `--growth N1,N2,...`: the growth curve (growth.rs) instead of the single run.
+    pub growth: Vec<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -57,6 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
         cycle: Duration::from_secs(30),
         json: PathBuf::from("bench.json"),
         profile_dir: None,
+        growth: Vec::new(),
     };
     let given: Vec<String> = std::env::args().skip(1).collect();
     let mut it = given.clone().into_iter();
@@ -74,6 +83,17 @@ fn parse_args() -> anyhow::Result<Args> {
                 other => bail!("unknown backend {other:?} (kubernetes, aws or vault)"),
             },
             "--profile-dir" => args.profile_dir = Some(PathBuf::from(value()?)),
+            "--growth" => {
+                args.growth = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>().context("--growth takes N1,N2,..."))
+                    .collect::<anyhow::Result<_>>()?;
+                if args.growth.contains(&0) {
+                    bail!("--growth sizes must be positive");
+                }
+            }
+            // Drawn by scripts/bench from the JSON afterwards (examples/bench-plot).
+            "--plot" => drop(value()?),
             "--peer" => match value()?.as_str() {
                 "eso" => args.peer_eso = true,
                 other => bail!("unknown peer {other:?} (only eso)"),
@@ -107,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     if args.backend == "vault" {
         return vault::run(&client, &args).await;
     }
+    if !args.growth.is_empty() {
+        return growth::run(&client, &args).await;
+    }
     let mut report = report::Report::new(&args);
 
     eprintln!(
@@ -125,9 +148,13 @@ async fn main() -> anyhow::Result<()> {
         report.raw_secretref_create_per_s
     );
 
+    let floors = floors::measure(&client, &args).await?;
+    report.set_floors(&floors);
+
     cluster::seed_store(&client, args.store_secrets).await?;
     let mut ours = secretref::run(&client, &args).await?;
-    ours.settled_rss_bytes = secretref::settled_rss(&args).await?;
+    let (restart, settled) = secretref::restart(&client, &args).await?;
+    (ours.settled_rss_bytes, ours.restart) = (settled, Some(restart));
     report.secretref = Some(ours);
     if args.peer_eso {
         let mut peer = eso::run(&client, &args).await?;
@@ -145,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             r.peak_rss_bytes_with_unrelated = Some(eso::settled_rss(&args).await?);
         }
     }
+    report.finish();
     report.write(&args.json)?;
     print!("{}", report.table());
     Ok(())

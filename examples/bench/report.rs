@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::Args;
+use crate::{Args, floors::Floors};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Operator {
@@ -28,6 +28,71 @@ pub struct Operator {
     pub propagation_p50_ms: f64,
     pub propagation_p99_ms: f64,
     pub propagation_samples: usize,
+    /// `cold_sync_per_s / limit.min_writes_per_s`: the fraction of the floor reached.
+    pub cold_sync_vs_min_writes: f64,
+    /// `propagation_p50_ms / limit.fanout_apply_s` and the same for p99 (both in seconds).
+    pub propagation_p50_vs_fanout_apply: f64,
+    pub propagation_p99_vs_fanout_apply: f64,
+    /// An operator restart with everything in step (secretref only).
+    pub restart: Option<Restart>,
+}
+
+/// An operator restart with every SecretRef already in step, counted by the API server.
+#[derive(Debug, Default, Serialize)]
+pub struct Restart {
+    /// From the new process's start until it has reconciled every SecretRef once.
+    pub seconds: f64,
+    /// Of which until it held the Lease.
+    pub lead_seconds: f64,
+    /// Mutating requests meanwhile, Leases apart.
+    pub writes: f64,
+    pub lease_writes: f64,
+    /// GETs of single Secrets meanwhile: target reads (plus at most one read of each of the M
+    /// store secrets).
+    pub target_reads: f64,
+    /// Every request meanwhile, by "VERB resource[/subresource]".
+    pub requests: std::collections::BTreeMap<String, f64>,
+}
+
+impl Restart {
+    pub fn from_requests(
+        seconds: f64,
+        lead_seconds: f64,
+        before: &std::collections::BTreeMap<String, (f64, f64)>,
+        after: &std::collections::BTreeMap<String, (f64, f64)>,
+    ) -> Restart {
+        let mut r = Restart {
+            seconds,
+            lead_seconds,
+            ..Default::default()
+        };
+        for (key, (count, _)) in after {
+            let delta = count - before.get(key).map_or(0.0, |b| b.0);
+            if delta < 0.5 {
+                continue;
+            }
+            let verb = key.split(' ').next().unwrap_or_default();
+            let mutating = matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "DELETECOLLECTION");
+            match (mutating, key.as_str()) {
+                (true, k) if k.ends_with(" leases") => r.lease_writes += delta,
+                (true, _) => r.writes += delta,
+                (false, "GET secrets") => r.target_reads += delta,
+                _ => {}
+            }
+            r.requests.insert(key.clone(), delta);
+        }
+        r
+    }
+}
+
+impl Operator {
+    /// Fills the fractions of the floors `min_writes_per_s` and `fanout_apply_s`.
+    pub fn against(&mut self, min_writes_per_s: f64, fanout_apply_s: f64) {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        self.cold_sync_vs_min_writes = ratio(self.cold_sync_per_s, min_writes_per_s);
+        self.propagation_p50_vs_fanout_apply = ratio(self.propagation_p50_ms / 1000.0, fanout_apply_s);
+        self.propagation_p99_vs_fanout_apply = ratio(self.propagation_p99_ms / 1000.0, fanout_apply_s);
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -57,6 +122,16 @@ pub struct Report {
     /// custom resource costs it more than a Secret, and the cold sync includes these creates.
     #[serde(rename = "limit.raw_secretref_create_per_s")]
     pub raw_secretref_create_per_s: f64,
+    /// Objects per second a raw client takes through the three writes a cold sync cannot
+    /// avoid (create the SecretRef, create its target, patch its status): the cold-sync floor.
+    #[serde(rename = "limit.min_writes_per_s")]
+    pub min_writes_per_s: f64,
+    /// Seconds a raw client takes to apply a new value to the M targets of one store secret
+    /// (median over the rounds below): the propagation floor.
+    #[serde(rename = "limit.fanout_apply_s")]
+    pub fanout_apply_s: f64,
+    #[serde(rename = "limit.fanout_apply_rounds_s")]
+    pub fanout_apply_rounds_s: Vec<f64>,
     pub secretref: Option<Operator>,
     pub eso: Option<Operator>,
 }
@@ -72,8 +147,25 @@ impl Report {
             raw_create_per_s: 0.0,
             raw_secretref_create_per_s: 0.0,
             raw_apply_per_s: 0.0,
+            min_writes_per_s: 0.0,
+            fanout_apply_s: 0.0,
+            fanout_apply_rounds_s: Vec::new(),
             secretref: None,
             eso: None,
+        }
+    }
+
+    pub fn set_floors(&mut self, floors: &Floors) {
+        self.min_writes_per_s = floors.min_writes_per_s;
+        self.fanout_apply_s = floors.fanout_apply_s;
+        self.fanout_apply_rounds_s = floors.fanout_apply_rounds_s.clone();
+    }
+
+    /// Fills each operator's fractions of the floors.
+    pub fn finish(&mut self) {
+        let (floor, fanout) = (self.min_writes_per_s, self.fanout_apply_s);
+        for op in [self.secretref.as_mut(), self.eso.as_mut()].into_iter().flatten() {
+            op.against(floor, fanout);
         }
     }
 
@@ -85,7 +177,8 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!(
             "\nN={} store secrets={} unrelated={} concurrency={} cycle={}s\nlimit.raw_create_per_s {:>12.1}\n\
-             limit.raw_apply_per_s {:>12.1}\nlimit.raw_secretref_create_per_s {:>12.1}\n",
+             limit.raw_apply_per_s {:>12.1}\nlimit.raw_secretref_create_per_s {:>12.1}\n\
+             limit.min_writes_per_s {:>12.1}\nlimit.fanout_apply_s {:>12.2}\n",
             self.refs,
             self.store_secrets,
             self.unrelated,
@@ -93,19 +186,22 @@ impl Report {
             self.cycle_seconds,
             self.raw_create_per_s,
             self.raw_apply_per_s,
-            self.raw_secretref_create_per_s
+            self.raw_secretref_create_per_s,
+            self.min_writes_per_s,
+            self.fanout_apply_s
         );
         let columns: Vec<(&str, &Operator)> = [("secretref", &self.secretref), ("eso", &self.eso)]
             .into_iter()
             .filter_map(|(n, o)| o.as_ref().map(|o| (n, o)))
             .collect();
-        out.push_str(&format!("{:<34}", "metric"));
+        out.push_str(&format!("{:<38}", "metric"));
         for (name, _) in &columns {
             out.push_str(&format!("{name:>14}"));
         }
         out.push('\n');
-        let rows: [(&str, Getter); 13] = [
+        let rows: [(&str, Getter); 19] = [
             ("cold_sync_per_s", |o| Some(o.cold_sync_per_s)),
+            ("cold_sync / limit.min_writes", |o| Some(o.cold_sync_vs_min_writes)),
             ("cold_sync / raw_create", |_| None),
             ("cold_sync_cpu_s_operator", |o| Some(o.cold_sync_cpu_seconds_operator)),
             ("cold_sync_cpu_s_apiserver", |o| Some(o.cold_sync_cpu_seconds_apiserver)),
@@ -124,9 +220,18 @@ impl Report {
             }),
             ("propagation_p50_ms", |o| Some(o.propagation_p50_ms)),
             ("propagation_p99_ms", |o| Some(o.propagation_p99_ms)),
+            ("propagation_p50 / limit.fanout_apply", |o| {
+                Some(o.propagation_p50_vs_fanout_apply)
+            }),
+            ("propagation_p99 / limit.fanout_apply", |o| {
+                Some(o.propagation_p99_vs_fanout_apply)
+            }),
+            ("restart.seconds", |o| o.restart.as_ref().map(|r| r.seconds)),
+            ("restart.writes", |o| o.restart.as_ref().map(|r| r.writes)),
+            ("restart.target_reads", |o| o.restart.as_ref().map(|r| r.target_reads)),
         ];
         for (label, get) in rows {
-            out.push_str(&format!("{label:<34}"));
+            out.push_str(&format!("{label:<38}"));
             for (_, op) in &columns {
                 let value = if label == "cold_sync / raw_create" {
                     Some(op.cold_sync_per_s / self.raw_create_per_s.max(f64::MIN_POSITIVE))
@@ -151,6 +256,17 @@ impl Report {
                     "  {request:<32}{:>8.2}{:>10.0} s\n",
                     cost.per_object, cost.apiserver_seconds
                 ));
+            }
+        }
+        for (name, op) in &columns {
+            if let Some(restart) = &op.restart {
+                out.push_str(&format!(
+                    "\n{name}: API-server requests during the restart ({:.1} s, leading after {:.1} s)\n",
+                    restart.seconds, restart.lead_seconds
+                ));
+                for (request, count) in &restart.requests {
+                    out.push_str(&format!("  {request:<32}{count:>8.0}\n"));
+                }
             }
         }
         out

@@ -20,10 +20,10 @@ use crate::{
     cluster::{self, STORE_NS, wait_until},
     measure,
     operator::{Process, free_port},
-    report::Operator,
+    report::{Operator, Restart},
 };
 
-const NS: &str = "bench-sr";
+pub const NS: &str = "bench-sr";
 
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/secretref")
@@ -70,7 +70,7 @@ async fn create(client: &Client, namespace: &str, name: &str, spec: serde_json::
 }
 
 /// SecretRef `i`: one of the M store secrets, refreshed every cycle.
-fn spec(args: &Args, i: usize) -> serde_json::Value {
+pub fn spec(args: &Args, i: usize) -> serde_json::Value {
     serde_json::json!({
         "storeRef": { "name": "bench" },
         "secrets": [{ "name": cluster::store_secret(i % args.store_secrets) }],
@@ -166,6 +166,38 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
         );
     }
     Ok(samples)
+}
+
+/// An operator restart with every SecretRef already in step (an upgrade, a failover): a fresh
+/// process, timed from its start until it has reconciled every SecretRef once, with the API
+/// server's requests meanwhile by verb and resource (from kube-apiserver's own
+/// `apiserver_request_total`, not the operator's metrics). Returns it with the process's
+/// settled peak RSS.
+pub async fn restart(client: &Client, args: &Args) -> anyhow::Result<(Restart, u64)> {
+    // Let the previous process's last writes (its final statuses) land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cluster::apiserver_requests(client).await?;
+    let started = Instant::now();
+    let op = spawn(args, "secretref-restart")?;
+    wait_leading(&op).await?;
+    let lead_seconds = started.elapsed().as_secs_f64();
+    let n = args.refs as f64;
+    wait_until(
+        Duration::from_secs(3600),
+        Duration::from_millis(100),
+        "every SecretRef to be checked after a restart",
+        || async { op.metric_sum("secretref_reconciles_total", &["kind=\"SecretRef\""]) >= n },
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = cluster::apiserver_requests(client).await?;
+    let restart = Restart::from_requests(seconds, lead_seconds, &before, &after);
+    eprintln!(
+        "bench: secretref restart: {seconds:.1}s to check {} SecretRefs, {} writes, {} target reads",
+        args.refs, restart.writes, restart.target_reads
+    );
+    let rss = measure::settled_rss(op, args, "secretref_reconciles_total", &["kind=\"SecretRef\""]).await?;
+    Ok((restart, rss))
 }
 
 /// Peak RSS of a freshly started operator once it has resynced every SecretRef and settled.
