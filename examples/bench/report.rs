@@ -44,7 +44,7 @@ pub struct Restart {
     pub seconds: f64,
     /// Of which until it held the Lease.
     pub lead_seconds: f64,
-    /// Mutating requests meanwhile, Leases apart.
+    /// Mutating requests meanwhile, Leases and access reviews (which store nothing) apart.
     pub writes: f64,
     pub lease_writes: f64,
     /// GETs of single Secrets meanwhile: target reads (plus at most one read of each of the M
@@ -72,7 +72,9 @@ impl Restart {
                 continue;
             }
             let verb = key.split(' ').next().unwrap_or_default();
-            let mutating = matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "DELETECOLLECTION");
+            // Access reviews are POSTs that store nothing (preflight's permission checks).
+            let mutating = matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY" | "DELETECOLLECTION")
+                && !key.ends_with("reviews");
             match (mutating, key.as_str()) {
                 (true, k) if k.ends_with(" leases") => r.lease_writes += delta,
                 (true, _) => r.writes += delta,

@@ -3,12 +3,15 @@
 //! of the watched objects.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{Hash, Hasher},
     sync::{Arc, RwLock},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{ResourceExt, api::PartialObjectMeta, runtime::watcher};
+
+use super::target::FIELD_MANAGER;
 
 /// What a [`Watched`] map does with one object.
 pub trait Follow<K>: Default {
@@ -58,16 +61,79 @@ impl<M> Watched<M> {
     }
 }
 
-/// The resourceVersion of every Secret labelled as ours, by (namespace, name): all the write
-/// memo needs to know that nobody touched a target since our write, and the managed-Secrets
+/// What the target watch tells of one target Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub version: String,
+    /// [`digest`] of what its metadata proves it holds, or `None` when the metadata cannot
+    /// prove it (another field manager owns some of its data, or none is ours).
+    pub digest: Option<u64>,
+}
+
+/// A fingerprint of a target Secret as far as its metadata shows it: labels, annotations (our
+/// data-hash, which covers the type and every key and value we applied, among them), owners,
+/// and the data keys. Equal for the Secret we would apply and for a target that holds exactly
+/// that, so an operator that remembers nothing (just restarted) needs no read to know a target
+/// is in step. Process-local: never stored or compared across processes.
+pub fn digest<'a>(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    owners: &[OwnerReference],
+    data_keys: impl Iterator<Item = &'a str>,
+) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    annotations.hash(&mut h);
+    for o in owners {
+        (&o.uid, o.controller.unwrap_or(false)).hash(&mut h);
+    }
+    data_keys.collect::<BTreeSet<_>>().hash(&mut h);
+    h.finish()
+}
+
+/// The digest a watched target's metadata proves, if it proves one: our field manager's
+/// apply owns its data keys and no other manager owns any of them. (A write by anyone else
+/// to a key moves that key's ownership to them, so the values are still those of our last
+/// apply, which the data-hash annotation names.)
+fn proven_digest(obj: &PartialObjectMeta<Secret>) -> Option<u64> {
+    let mut ours: Option<BTreeSet<&str>> = None;
+    for entry in obj.managed_fields() {
+        let data = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data"));
+        let mine = entry.manager.as_deref() == Some(FIELD_MANAGER) && entry.operation.as_deref() == Some("Apply");
+        if mine {
+            let keys = data
+                .and_then(|d| d.as_object())
+                .map(|d| d.keys().filter_map(|k| k.strip_prefix("f:")).collect())
+                .unwrap_or_default();
+            ours = Some(keys);
+        } else if data.is_some() {
+            return None;
+        }
+    }
+    let keys = ours?;
+    Some(digest(
+        obj.labels(),
+        obj.annotations(),
+        obj.owner_references(),
+        keys.into_iter(),
+    ))
+}
+
+/// What the watch tells of every Secret labelled as ours, by (namespace, name): all the write
+/// memo needs to know that nobody touched a target since our write (its resourceVersion), all a
+/// restarted operator needs to know a target is in step (its digest), and the managed-Secrets
 /// gauge's count.
 #[derive(Debug, Default)]
-pub struct ResourceVersions(HashMap<(String, String), String>);
+pub struct ResourceVersions(HashMap<(String, String), Seen>);
 
 impl Follow<PartialObjectMeta<Secret>> for ResourceVersions {
     fn insert(&mut self, obj: &PartialObjectMeta<Secret>) {
-        if let (Some(ns), Some(rv)) = (obj.namespace(), obj.resource_version()) {
-            self.0.insert((ns, obj.name_any()), rv);
+        if let (Some(ns), Some(version)) = (obj.namespace(), obj.resource_version()) {
+            let seen = Seen {
+                version,
+                digest: proven_digest(obj),
+            };
+            self.0.insert((ns, obj.name_any()), seen);
         }
     }
 
@@ -87,8 +153,8 @@ impl TargetVersions {
         self.0.apply(event);
     }
 
-    /// The resourceVersion of target `namespace/name`, if it exists and is labelled as ours.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<String> {
+    /// What the watch tells of target `namespace/name`, if it exists and is labelled as ours.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Seen> {
         self.0
             .read(|v| v.0.get(&(namespace.to_string(), name.to_string())).cloned())
     }
@@ -116,20 +182,67 @@ mod tests {
         v.apply(&watcher::Event::Apply(meta("a", "1")));
         v.apply(&watcher::Event::Apply(meta("b", "2")));
         v.apply(&watcher::Event::Apply(meta("a", "3")));
-        assert_eq!(v.get("ns", "a").as_deref(), Some("3"));
+        assert_eq!(v.get("ns", "a").map(|s| s.version).as_deref(), Some("3"));
         v.apply(&watcher::Event::Delete(meta("b", "4")));
         assert_eq!((v.get("ns", "b"), v.len()), (None, 1));
         v.apply(&watcher::Event::Init);
         v.apply(&watcher::Event::InitApply(meta("c", "5")));
         assert_eq!(
-            v.get("ns", "a").as_deref(),
+            v.get("ns", "a").map(|s| s.version).as_deref(),
             Some("3"),
             "the old view serves until the re-list completes"
         );
         v.apply(&watcher::Event::InitDone);
         assert_eq!(
-            (v.get("ns", "a"), v.get("ns", "c").as_deref(), v.len()),
+            (v.get("ns", "a"), v.get("ns", "c").map(|s| s.version).as_deref(), v.len()),
             (None, Some("5"), 1)
         );
+    }
+
+    fn managed(entries: serde_json::Value) -> PartialObjectMeta<Secret> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": "t", "namespace": "ns", "resourceVersion": "7",
+                "labels": { "l": "1" }, "annotations": { "secretref.dev/data-hash": "h" },
+                "managedFields": entries
+            }
+        }))
+        .expect("metadata")
+    }
+
+    fn applied(manager: &str, operation: &str, keys: &[&str]) -> serde_json::Value {
+        let data: serde_json::Map<String, serde_json::Value> =
+            keys.iter().map(|k| (format!("f:{k}"), serde_json::json!({}))).collect();
+        serde_json::json!({ "manager": manager, "operation": operation, "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": { "f:data": data } })
+    }
+
+    #[test]
+    fn a_digest_is_proven_only_while_our_apply_alone_owns_the_data() {
+        let labels = BTreeMap::from([("l".to_string(), "1".to_string())]);
+        let annotations = BTreeMap::from([("secretref.dev/data-hash".to_string(), "h".to_string())]);
+        let want = digest(&labels, &annotations, &[], ["A", "B"].into_iter());
+        let ours = managed(serde_json::json!([applied(FIELD_MANAGER, "Apply", &["A", "B"])]));
+        assert_eq!(proven_digest(&ours), Some(want));
+        let metadata_only = serde_json::json!({ "manager": "kubectl-label", "operation": "Update",
+            "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": { "f:metadata": { "f:labels": {} } } });
+        let labelled = managed(serde_json::json!([applied(FIELD_MANAGER, "Apply", &["A", "B"]), metadata_only]));
+        assert_eq!(proven_digest(&labelled), Some(want), "others' metadata writes show in the digest itself");
+        let edited = managed(serde_json::json!([
+            applied(FIELD_MANAGER, "Apply", &["A"]),
+            applied("kubectl-edit", "Update", &["B"])
+        ]));
+        assert_eq!(proven_digest(&edited), None, "someone else wrote a key");
+        let added = managed(serde_json::json!([
+            applied(FIELD_MANAGER, "Apply", &["A", "B"]),
+            applied("other", "Apply", &["C"])
+        ]));
+        assert_eq!(proven_digest(&added), None);
+        let not_applied = managed(serde_json::json!([applied(FIELD_MANAGER, "Update", &["A", "B"])]));
+        assert_eq!(proven_digest(&not_applied), None, "only our apply counts");
+        assert_eq!(proven_digest(&managed(serde_json::json!([]))), None, "no managedFields, no proof");
+        let fewer = managed(serde_json::json!([applied(FIELD_MANAGER, "Apply", &["A"])]));
+        assert_ne!(proven_digest(&fewer), Some(want), "a key removed by someone no longer matches");
     }
 }
