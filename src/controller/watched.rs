@@ -194,7 +194,11 @@ mod tests {
         );
         v.apply(&watcher::Event::InitDone);
         assert_eq!(
-            (v.get("ns", "a"), v.get("ns", "c").map(|s| s.version).as_deref(), v.len()),
+            (
+                v.get("ns", "a"),
+                v.get("ns", "c").map(|s| s.version).as_deref(),
+                v.len()
+            ),
             (None, Some("5"), 1)
         );
     }
@@ -227,8 +231,15 @@ mod tests {
         assert_eq!(proven_digest(&ours), Some(want));
         let metadata_only = serde_json::json!({ "manager": "kubectl-label", "operation": "Update",
             "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": { "f:metadata": { "f:labels": {} } } });
-        let labelled = managed(serde_json::json!([applied(FIELD_MANAGER, "Apply", &["A", "B"]), metadata_only]));
-        assert_eq!(proven_digest(&labelled), Some(want), "others' metadata writes show in the digest itself");
+        let labelled = managed(serde_json::json!([
+            applied(FIELD_MANAGER, "Apply", &["A", "B"]),
+            metadata_only
+        ]));
+        assert_eq!(
+            proven_digest(&labelled),
+            Some(want),
+            "others' metadata writes show in the digest itself"
+        );
         let edited = managed(serde_json::json!([
             applied(FIELD_MANAGER, "Apply", &["A"]),
             applied("kubectl-edit", "Update", &["B"])
@@ -241,8 +252,16 @@ mod tests {
         assert_eq!(proven_digest(&added), None);
         let not_applied = managed(serde_json::json!([applied(FIELD_MANAGER, "Update", &["A", "B"])]));
         assert_eq!(proven_digest(&not_applied), None, "only our apply counts");
-        assert_eq!(proven_digest(&managed(serde_json::json!([]))), None, "no managedFields, no proof");
+        assert_eq!(
+            proven_digest(&managed(serde_json::json!([]))),
+            None,
+            "no managedFields, no proof"
+        );
         let fewer = managed(serde_json::json!([applied(FIELD_MANAGER, "Apply", &["A"])]));
-        assert_ne!(proven_digest(&fewer), Some(want), "a key removed by someone no longer matches");
+        assert_ne!(
+            proven_digest(&fewer),
+            Some(want),
+            "a key removed by someone no longer matches"
+        );
     }
 }

@@ -25,9 +25,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (dir, reports) = args
-        .split_first()
-        .context("usage: bench-plot DIR REPORT.json...")?;
+    let (dir, reports) = args.split_first().context("usage: bench-plot DIR REPORT.json...")?;
     if reports.is_empty() {
         anyhow::bail!("usage: bench-plot DIR REPORT.json...");
     }
@@ -92,8 +90,16 @@ fn single(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
 
     let mut prop = Vec::new();
     for (n, c, o) in &ops {
-        prop.push((format!("{n} p50"), num(o, &["propagation_p50_ms"]).unwrap_or(0.0) / 1000.0, *c));
-        prop.push((format!("{n} p99"), num(o, &["propagation_p99_ms"]).unwrap_or(0.0) / 1000.0, *c));
+        prop.push((
+            format!("{n} p50"),
+            num(o, &["propagation_p50_ms"]).unwrap_or(0.0) / 1000.0,
+            *c,
+        ));
+        prop.push((
+            format!("{n} p99"),
+            num(o, &["propagation_p99_ms"]).unwrap_or(0.0) / 1000.0,
+            *c,
+        ));
     }
     prop.push((
         "floor: raw apply".into(),
@@ -112,8 +118,16 @@ fn single(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
 
     let mut rss = Vec::new();
     for (n, c, o) in &ops {
-        rss.push((format!("{n} peak"), num(o, &["peak_rss_bytes"]).unwrap_or(0.0) / MIB, *c));
-        rss.push((format!("{n} settled"), num(o, &["settled_rss_bytes"]).unwrap_or(0.0) / MIB, *c));
+        rss.push((
+            format!("{n} peak"),
+            num(o, &["peak_rss_bytes"]).unwrap_or(0.0) / MIB,
+            *c,
+        ));
+        rss.push((
+            format!("{n} settled"),
+            num(o, &["settled_rss_bytes"]).unwrap_or(0.0) / MIB,
+            *c,
+        ));
         if let Some(u) = num(o, &["peak_rss_bytes_with_unrelated"]) {
             rss.push((format!("{n} +unrelated"), u / MIB, *c));
         }
@@ -158,7 +172,11 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
 
     let mut rss = vec![
-        ("secretref peak".to_string(), OURS, series(&["peak_rss_bytes"], 1.0 / MIB)),
+        (
+            "secretref peak".to_string(),
+            OURS,
+            series(&["peak_rss_bytes"], 1.0 / MIB),
+        ),
         (
             "secretref settled".to_string(),
             RGBColor(23, 190, 207),
@@ -174,7 +192,11 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
     out.push(path);
 
     let mut rate = vec![
-        ("secretref cold sync".to_string(), OURS, series(&["cold_sync_per_s"], 1.0)),
+        (
+            "secretref cold sync".to_string(),
+            OURS,
+            series(&["cold_sync_per_s"], 1.0),
+        ),
         (
             "floor: 3 writes/object".to_string(),
             FLOOR,
@@ -200,19 +222,18 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
             RGBColor(23, 190, 207),
             series(&["propagation_p50_ms"], 1.0 / 1000.0),
         ),
-        ("floor: raw apply of N/10".to_string(), FLOOR, series(&["fanout_apply_s"], 1.0)),
+        (
+            "floor: raw apply of N/10".to_string(),
+            FLOOR,
+            series(&["fanout_apply_s"], 1.0),
+        ),
     ];
     let eso_prop = series(&["eso", "propagation_p99_ms"], 1.0 / 1000.0);
     if !eso_prop.is_empty() {
         prop.push(("ESO p99".to_string(), PEER, eso_prop));
     }
     let path = dir.join(format!("{stem}-growth-propagation.png"));
-    lines(
-        &path,
-        "One store change to N/10 targets over N",
-        "seconds",
-        &prop,
-    )?;
+    lines(&path, "One store change to N/10 targets over N", "seconds", &prop)?;
     out.push(path);
     Ok(out)
 }
@@ -269,7 +290,11 @@ fn bars(path: &Path, title: &str, y_desc: &str, items: &[(String, f64, RGBColor)
         };
         let style = TextStyle::from(("sans-serif", 17).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
         chart
-            .draw_series(std::iter::once(Text::new(label, (SegmentValue::CenterOf(i), value), style)))
+            .draw_series(std::iter::once(Text::new(
+                label,
+                (SegmentValue::CenterOf(i), value),
+                style,
+            )))
             .map_err(draw)?;
     }
     root.present().map_err(draw)?;
@@ -283,7 +308,12 @@ fn lines(path: &Path, title: &str, y_desc: &str, series: &[(String, RGBColor, Ve
     let all = || series.iter().flat_map(|s| s.2.iter());
     let (lo, hi) = all().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
     let (lo, hi) = if lo <= hi { (lo / 1.5, hi * 1.5) } else { (100.0, 1e6) };
-    let top = all().map(|p| p.1).filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let top = all()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 26))
         .margin(20)
@@ -308,11 +338,7 @@ fn lines(path: &Path, title: &str, y_desc: &str, series: &[(String, RGBColor, Ve
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
         chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|p| Circle::new(*p, 5, color.filled())),
-            )
+            .draw_series(points.iter().map(|p| Circle::new(*p, 5, color.filled())))
             .map_err(draw)?;
     }
     chart
