@@ -301,8 +301,11 @@ fn bars(path: &Path, title: &str, y_desc: &str, items: &[(String, f64, RGBColor)
     Ok(())
 }
 
+/// A named, coloured line of (N, value) points.
+type Series = (String, RGBColor, Vec<(f64, f64)>);
+
 /// Lines over N (log scale), one per series, with a legend.
-fn lines(path: &Path, title: &str, y_desc: &str, series: &[(String, RGBColor, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+fn lines(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(draw)?;
     let all = || series.iter().flat_map(|s| s.2.iter());
