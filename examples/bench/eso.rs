@@ -200,8 +200,9 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             .boxed();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let changed_at = Instant::now();
-        cluster::touch_store_secret(client, round, round + 10).await?;
-        let want = format!("key-{round}-{}", round + 10);
+        let value = args.value_offset + round + 10;
+        cluster::touch_store_secret(client, round, value).await?;
+        let want = format!("key-{round}-{value}");
         let mut seen = HashSet::new();
         let deadline = changed_at + args.cycle.mul_f64(1.5) + Duration::from_secs(30);
         while seen.len() < expected.len() && Instant::now() < deadline {

@@ -67,7 +67,11 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
     };
     cluster::seed_store(client, args.store_secrets).await?;
     for (k, &refs) in args.growth.iter().enumerate() {
-        let args = Args { refs, ..args.clone() };
+        let args = Args {
+            refs,
+            value_offset: 1000 * k,
+            ..args.clone()
+        };
         eprintln!("bench: growth: N = {refs}");
         let floors = floors::measure(client, &args).await?;
         let mut ours = secretref::run(client, &args).await?;

@@ -52,6 +52,9 @@ pub struct Args {
     pub profile_dir: Option<PathBuf>,
     /// `--growth N1,N2,...`: the growth curve (growth.rs) instead of the single run.
     pub growth: Vec<usize>,
+    /// Added to the store values the propagation rounds write, so that each N of a growth run
+    /// writes values the store never held before (a repeated value changes nothing).
+    pub value_offset: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -66,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
         json: PathBuf::from("bench.json"),
         profile_dir: None,
         growth: Vec::new(),
+        value_offset: 0,
     };
     let given: Vec<String> = std::env::args().skip(1).collect();
     let mut it = given.clone().into_iter();

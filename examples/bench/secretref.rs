@@ -146,7 +146,7 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
         // Let the watch start before the change.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let changed_at = Instant::now();
-        cluster::touch_store_secret(client, round, round + 1).await?;
+        cluster::touch_store_secret(client, round, args.value_offset + round + 1).await?;
         let mut seen = HashSet::new();
         let deadline = changed_at + Duration::from_secs(120);
         while seen.len() < expected.len() && Instant::now() < deadline {
