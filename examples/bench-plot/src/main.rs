@@ -187,7 +187,7 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
     if !eso_rss.is_empty() {
         rss.push(("ESO peak".to_string(), PEER, eso_rss));
     }
-    let path = dir.join(format!("{stem}-growth-rss.png"));
+    let path = dir.join(format!("{stem}-rss.png"));
     lines(&path, "Operator RSS over N SecretRefs", "MiB", &rss)?;
     out.push(path);
 
@@ -207,7 +207,7 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
     if !eso_rate.is_empty() {
         rate.push(("ESO cold sync".to_string(), PEER, eso_rate));
     }
-    let path = dir.join(format!("{stem}-growth-cold-sync.png"));
+    let path = dir.join(format!("{stem}-cold-sync.png"));
     lines(&path, "Cold sync rate over N", "objects per second", &rate)?;
     out.push(path);
 
@@ -232,7 +232,7 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
     if !eso_prop.is_empty() {
         prop.push(("ESO p99".to_string(), PEER, eso_prop));
     }
-    let path = dir.join(format!("{stem}-growth-propagation.png"));
+    let path = dir.join(format!("{stem}-propagation.png"));
     lines(&path, "One store change to N/10 targets over N", "seconds", &prop)?;
     out.push(path);
     Ok(out)
