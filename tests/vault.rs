@@ -85,6 +85,26 @@ async fn secret_ref(client: &Client, ns: &str, name: &str, spec: Value) {
 }
 
 /// The SecretRef's Ready condition: (status, reason, message).
+/// A reader token in Secret `vault-token` and SecretStore `vault` using it; returns the token.
+async fn reader_token_store(client: &Client, ns: &str, vault: &VaultServer) -> String {
+    let token = vault.token(&["secretref-reader"]).await;
+    put_secret(client, ns, "vault-token", "token", &token).await;
+    secret_store(client, ns, "vault", provider(vault, token_auth("vault-token"))).await;
+    token
+}
+
+/// SecretRef `app` reading secret `app` of SecretStore `vault`, once it is Synced.
+async fn synced_app_ref(client: &Client, ns: &str) {
+    secret_ref(
+        client,
+        ns,
+        "app",
+        json!({ "storeRef": { "kind": "SecretStore", "name": "vault" }, "secrets": [{"name": "app"}] }),
+    )
+    .await;
+    wait_reason(client, ns, "app", "Synced").await;
+}
+
 async fn ready(client: &Client, ns: &str, name: &str) -> Option<(String, String, String)> {
     let api: Api<SecretRef> = Api::namespaced(client.clone(), ns);
     let sr = api.get_opt(name).await.ok()??;
@@ -136,9 +156,7 @@ async fn time_to_target(client: &Client, ns: &str, name: &str, key: &str, value:
 async fn token_auth_merge_environments_required_keys_and_changes_made_in_vault() {
     let (client, ns, vault) = setup("vault-token").await;
     let n = ns.name.as_str();
-    let token = vault.token(&["secretref-reader"]).await;
-    put_secret(&client, n, "vault-token", "token", &token).await;
-    secret_store(&client, n, "vault", provider(&vault, token_auth("vault-token"))).await;
+    reader_token_store(&client, n, &vault).await;
     // Written with Vault's own API, as a platform team that already keeps secrets there would.
     vault
         .kv_put(
@@ -253,14 +271,7 @@ async fn kubernetes_auth_logs_in_again_before_the_lease_ends_and_after_a_revocat
     )
     .await;
     let _operator = Operator::start(&client, n);
-    secret_ref(
-        &client,
-        n,
-        "app",
-        json!({ "storeRef": { "kind": "SecretStore", "name": "vault" }, "secrets": [{"name": "app"}] }),
-    )
-    .await;
-    wait_reason(&client, n, "app", "Synced").await;
+    synced_app_ref(&client, n).await;
     assert_eq!(target(&client, n, "app").await.expect("target")["KEY"], "v1");
 
     // Past the first token's TTL: a change still arrives (a login before the lease ended).
@@ -309,14 +320,7 @@ async fn approle_auth_and_a_rotated_secret_id() {
     let auth = json!({ "appRole": { "roleId": role_id, "secretRef": { "name": "approle", "key": "secret-id" } } });
     secret_store(&client, n, "vault", provider(&vault, auth)).await;
     let _operator = Operator::start(&client, n);
-    secret_ref(
-        &client,
-        n,
-        "app",
-        json!({ "storeRef": { "kind": "SecretStore", "name": "vault" }, "secrets": [{"name": "app"}] }),
-    )
-    .await;
-    wait_reason(&client, n, "app", "Synced").await;
+    synced_app_ref(&client, n).await;
     assert_eq!(target(&client, n, "app").await.expect("target")["KEY"], "v1");
 
     // The secret ID is destroyed and the login token revoked: the store is not ready and says
@@ -348,19 +352,10 @@ async fn approle_auth_and_a_rotated_secret_id() {
 async fn a_revoked_token_then_a_replaced_one() {
     let (client, ns, vault) = setup("vault-revoke").await;
     let n = ns.name.as_str();
-    let token = vault.token(&["secretref-reader"]).await;
-    put_secret(&client, n, "vault-token", "token", &token).await;
-    secret_store(&client, n, "vault", provider(&vault, token_auth("vault-token"))).await;
+    let token = reader_token_store(&client, n, &vault).await;
     vault.kv_put(&format!("{PREFIX}/main/app"), json!({"KEY": "v1"})).await;
     let _operator = Operator::start(&client, n);
-    secret_ref(
-        &client,
-        n,
-        "app",
-        json!({ "storeRef": { "kind": "SecretStore", "name": "vault" }, "secrets": [{"name": "app"}] }),
-    )
-    .await;
-    wait_reason(&client, n, "app", "Synced").await;
+    synced_app_ref(&client, n).await;
 
     vault.ok("PUT", "auth/token/revoke", json!({ "token": token })).await;
     vault.kv_put(&format!("{PREFIX}/main/app"), json!({"KEY": "v2"})).await;
@@ -379,20 +374,11 @@ async fn a_revoked_token_then_a_replaced_one() {
 async fn soft_delete_undelete_destroy_and_invalid_data() {
     let (client, ns, vault) = setup("vault-delete").await;
     let n = ns.name.as_str();
-    let token = vault.token(&["secretref-reader"]).await;
-    put_secret(&client, n, "vault-token", "token", &token).await;
-    secret_store(&client, n, "vault", provider(&vault, token_auth("vault-token"))).await;
+    reader_token_store(&client, n, &vault).await;
     let path = format!("{PREFIX}/main/app");
     vault.kv_put(&path, json!({"KEY": "v1"})).await;
     let _operator = Operator::start(&client, n);
-    secret_ref(
-        &client,
-        n,
-        "app",
-        json!({ "storeRef": { "kind": "SecretStore", "name": "vault" }, "secrets": [{"name": "app"}] }),
-    )
-    .await;
-    wait_reason(&client, n, "app", "Synced").await;
+    synced_app_ref(&client, n).await;
 
     // `vault kv delete`: the current version is soft-deleted.
     vault.ok("DELETE", &format!("secret/data/{path}"), Value::Null).await;
@@ -443,20 +429,11 @@ async fn soft_delete_undelete_destroy_and_invalid_data() {
 async fn vault_sealed_or_stopped_keeps_the_target_and_recovers() {
     let (client, ns, mut vault) = setup("vault-down").await;
     let n = ns.name.as_str();
-    let token = vault.token(&["secretref-reader"]).await;
-    put_secret(&client, n, "vault-token", "token", &token).await;
-    secret_store(&client, n, "vault", provider(&vault, token_auth("vault-token"))).await;
+    reader_token_store(&client, n, &vault).await;
     let path = format!("{PREFIX}/main/app");
     vault.kv_put(&path, json!({"KEY": "v1"})).await;
     let _operator = Operator::start(&client, n);
-    secret_ref(
-        &client,
-        n,
-        "app",
-        json!({ "storeRef": { "kind": "SecretStore", "name": "vault" }, "secrets": [{"name": "app"}] }),
-    )
-    .await;
-    wait_reason(&client, n, "app", "Synced").await;
+    synced_app_ref(&client, n).await;
 
     vault.seal().await;
     let message = wait_reason(&client, n, "app", "BackendUnavailable").await;
