@@ -12,7 +12,7 @@ use kube::{
 use secretref::api::{SecretRef, condition::find_ready};
 use serde_json::{Value, json};
 
-use crate::support::{Operator, TestNamespace, client, eventually, install_crds, moto::Moto};
+use crate::support::{Operator, TestNamespace, apply_json, client, eventually, install_crds, moto::Moto};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const REGION: &str = "us-east-1";
@@ -81,21 +81,16 @@ impl World {
 
     /// Server-side applies a secretref.dev object (ClusterSecretStores are cluster-wide).
     pub async fn apply(&self, kind: &str, name: &str, spec: Value) {
-        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("secretref.dev", "v1alpha1", kind));
-        let api: Api<kube::api::DynamicObject> = if kind == "ClusterSecretStore" {
-            Api::all_with(self.client.clone(), &ar)
+        let metadata = if kind == "ClusterSecretStore" {
+            json!({ "name": name })
         } else {
-            Api::namespaced_with(self.client.clone(), self.ns(), &ar)
+            json!({ "name": name, "namespace": self.ns() })
         };
-        let obj =
-            json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec });
-        api.patch(
-            name,
-            &PatchParams::apply("secretref-tests").force(),
-            &Patch::Apply(&obj),
+        apply_json(
+            &self.client,
+            json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec }),
         )
-        .await
-        .expect("apply");
+        .await;
     }
 
     pub fn aws_name(&self, environment: &str, name: &str) -> String {

@@ -3,10 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams},
-};
+use kube::{Api, Client};
 use secretref::{
     api::{SecretRef, condition::find_ready},
     backend::{SecretBackend, kubernetes::KubernetesBackend},
@@ -14,7 +11,7 @@ use secretref::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Operator, TestNamespace, client, eventually, install_crds};
+use crate::support::{Operator, TestNamespace, apply_json, client, eventually, install_crds};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -67,21 +64,16 @@ impl Fixture {
     /// Server-side applies a secretref.dev object in the test namespace (ClusterSecretStores
     /// are cluster-wide).
     pub async fn apply(&self, kind: &str, name: &str, spec: Value) {
-        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("secretref.dev", "v1alpha1", kind));
-        let api: Api<kube::api::DynamicObject> = if kind == "ClusterSecretStore" {
-            Api::all_with(self.client.clone(), &ar)
+        let metadata = if kind == "ClusterSecretStore" {
+            json!({ "name": name })
         } else {
-            Api::namespaced_with(self.client.clone(), self.ns(), &ar)
+            json!({ "name": name, "namespace": self.ns() })
         };
-        let obj =
-            json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": { "name": name }, "spec": spec });
-        api.patch(
-            name,
-            &PatchParams::apply("secretref-tests").force(),
-            &Patch::Apply(&obj),
+        apply_json(
+            &self.client,
+            json!({ "apiVersion": "secretref.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec }),
         )
-        .await
-        .expect("apply");
+        .await;
     }
 
     pub fn secretrefs(&self) -> Api<SecretRef> {
