@@ -6,10 +6,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{StreamExt, stream};
-use k8s_openapi::{
-    api::core::v1::Namespace,
-    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
-};
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions},
@@ -205,7 +202,7 @@ pub async fn reconcile(csr: Arc<ClusterSecretRef>, ctx: Arc<FleetContext>) -> Re
         message,
         csr.metadata.generation,
         find_ready(&previous.conditions),
-        Time(jiff::Timestamp::now()),
+        super::status::now(),
     )];
     if csr.status.as_ref() != Some(&status) {
         let api: Api<ClusterSecretRef> = Api::all(ctx.client.clone());

@@ -39,8 +39,12 @@ pub struct Context {
     pub read_ttl: Duration,
     /// What was last written to each target, to skip reading unchanged ones.
     pub written: super::target::WriteMemo,
-    /// The status last written for each SecretRef.
-    pub statuses: super::status::StatusMemo,
+    /// The status last decided for each SecretRef, until the watch shows it written.
+    pub statuses: Arc<super::status::StatusMemo>,
+    /// Writes the decided statuses behind the syncs.
+    pub status_queue: super::status_queue::StatusQueue,
+    /// Counts the syncs running: statuses and Events wait for them.
+    pub gate: Arc<super::priority::Gate>,
 }
 
 impl Context {

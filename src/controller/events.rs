@@ -4,9 +4,10 @@
 //! thousands of SecretRefs is most of the operator's memory).
 //!
 //! Events go through a bounded queue to a few senders, like client-go's broadcaster: a burst
-//! (a store change used by thousands of SecretRefs) neither holds thousands of requests in
-//! memory nor competes with the target writes for the API server; when the queue is full an
-//! Event is dropped and counted, never the sync.
+//! (a store change used by thousands of SecretRefs) does not hold thousands of requests in
+//! memory, and the senders wait for the syncs to run first ([`Gate`]), so Events never compete
+//! with the target writes for the API server; when the queue is full an Event is dropped and
+//! counted, never the sync.
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -17,8 +18,11 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+
+use super::priority::{Gate, MAX_DEFER};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::{sync::mpsc, time::Instant};
 use tracing::warn;
 
 #[derive(Clone, Debug, Copy, PartialEq, Eq)]
@@ -34,7 +38,7 @@ const SENDERS: usize = 4;
 
 #[derive(Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<(String, Event)>,
+    queue: mpsc::Sender<(String, Event, Instant)>,
     dropped: Counter,
     instance: String,
 }
@@ -50,13 +54,15 @@ pub const CONTROLLER: &str = "secretref";
 
 impl Publisher {
     /// Starts the senders (they stop when every Publisher is dropped).
-    pub fn start(client: Client, instance: Option<String>, dropped: Counter) -> Self {
-        let (queue, pending) = mpsc::channel::<(String, Event)>(QUEUE);
+    pub fn start(client: Client, instance: Option<String>, dropped: Counter, gate: Arc<Gate>) -> Self {
+        let (queue, pending) = mpsc::channel::<(String, Event, Instant)>(QUEUE);
         tokio::spawn(
             futures::stream::unfold(pending, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
-                .for_each_concurrent(SENDERS, move |(namespace, event)| {
+                .for_each_concurrent(SENDERS, move |(namespace, event, queued)| {
                     let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+                    let gate = gate.clone();
                     async move {
+                        gate.idle_or(queued + MAX_DEFER).await;
                         if let Err(e) = api.create(&PostParams::default(), &event).await {
                             warn!(error = %e, "event not published");
                         }
@@ -96,7 +102,7 @@ impl Publisher {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        if self.queue.try_send((namespace, event)).is_err() {
+        if self.queue.try_send((namespace, event, Instant::now())).is_err() {
             self.dropped.inc();
         }
     }
@@ -112,7 +118,7 @@ mod tests {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
         let client = Client::try_from(config).expect("client");
         let dropped = Counter::default();
-        let publisher = Publisher::start(client, None, dropped.clone());
+        let publisher = Publisher::start(client, None, dropped.clone(), Default::default());
         let regarding = ObjectReference {
             namespace: Some("ns".into()),
             name: Some("sr".into()),

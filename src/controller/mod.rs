@@ -5,16 +5,19 @@ mod backends;
 mod changes;
 mod cluster_secretref;
 mod context;
+mod created;
 mod events;
 mod hash_key;
 mod leader;
 mod preflight;
+mod priority;
 mod reads;
 mod resolve;
 mod rollout;
 mod scope;
 mod secretref;
 mod status;
+mod status_queue;
 mod store;
 mod target;
 mod usage;
@@ -36,6 +39,9 @@ pub use target::FIELD_MANAGER;
 use crate::metrics::Metrics;
 
 /// Annotation on a SecretRef: any new value forces a sync.
+/// How long a stopping leader spends writing the statuses it decided but did not write yet.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub const FORCE_SYNC_ANNOTATION: &str = "secretref.dev/force-sync";
 
 /// Options of `secretref run`.
@@ -182,10 +188,14 @@ pub async fn run_with(
             " (SecretStores only: namespace-scoped)"
         },
     );
-    wiring::run_controllers(client, &args, hash_key, metrics.clone(), stop).await;
+    let statuses = wiring::run_controllers(client, &args, hash_key, metrics.clone(), stop).await;
+    let lost_lease = lost.peek().is_some();
+    // Still the leader: the statuses decided but not yet written go out before the Lease.
+    if !lost_lease {
+        statuses.flush(SHUTDOWN_FLUSH).await;
+    }
     metrics.leader.set(0);
 
-    let lost_lease = lost.peek().is_some();
     // `lost` holds a receiver of the election channel; the Lease is released only once every
     // receiver is gone.
     drop(lost);

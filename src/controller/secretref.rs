@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::future::try_join_all;
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use tracing::{info, instrument, warn};
 
@@ -29,13 +29,13 @@ const IDLE_RECHECK: Duration = Duration::from_secs(300);
 
 #[instrument(skip_all, fields(secretref = %sr.name_any(), namespace = sr.namespace().unwrap_or_default()))]
 pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, SyncError> {
-    let namespace = sr.namespace().unwrap_or_default();
-    let api: Api<SecretRef> = Api::namespaced(ctx.client.clone(), &namespace);
     let started = std::time::Instant::now();
     // The status we wrote last is newer than the cached object's until the watch catches up.
     let previous = ctx.statuses.current(&key(&sr), sr.status.as_ref());
     ctx.metrics.syncs_in_flight.inc();
+    let busy = ctx.gate.enter();
     let outcome = sync(&sr, &ctx, previous.as_ref()).await;
+    drop(busy);
     ctx.metrics.syncs_in_flight.dec();
     let reason = match &outcome {
         Ok(_) => Reason::Synced,
@@ -56,25 +56,12 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
         .as_ref()
         .and_then(|s| find_ready(&s.conditions))
         .map(|c| c.reason.clone());
-    let next = status::next_status(
-        previous.as_ref(),
-        sr.meta().generation,
-        &outcome,
-        Time(jiff::Timestamp::now()),
-    );
-    let mut unwritten = None;
-    if previous.as_ref() != Some(&next) || ctx.statuses.unwritten(&key(&sr)) {
-        let written = status::write(&api, &sr.name_any(), &next).await;
-        ctx.statuses.set(key(&sr), next, written.is_ok());
-        unwritten = written.err();
+    let next = status::next_status(previous.as_ref(), sr.meta().generation, &outcome, super::status::now());
+    // Written behind the syncs (status_queue), retried there until it lands.
+    if previous.as_ref() != Some(&next) {
+        ctx.status_queue.decide(key(&sr), next);
     }
     publish_events(&sr, &ctx, &outcome, previous_reason.as_deref());
-    // A status that could not be written is retried with backoff, whatever the sync's outcome:
-    // else it would stay stale until the next refresh (or, with refreshInterval 0s, forever).
-    if let Some(e) = unwritten {
-        warn!(error = %e, "status not written, retrying");
-        return Err(e);
-    }
     match outcome {
         Ok(_) => {
             ctx.backoff.reset(&key(&sr));
@@ -101,7 +88,8 @@ pub fn error_policy(sr: Arc<SecretRef>, err: &SyncError, ctx: Arc<Context>) -> A
     }
 }
 
-fn key(sr: &SecretRef) -> String {
+/// A SecretRef's key in the memos: `namespace/name`.
+pub(super) fn key(sr: &SecretRef) -> String {
     format!("{}/{}", sr.namespace().unwrap_or_default(), sr.name_any())
 }
 
@@ -230,10 +218,12 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }
 
-/// An Event on each real change and each new failure reason, never on a no-op resync.
+/// An Event on each real change, each recovery and each new failure reason; never on a no-op
+/// resync, nor on a first sync (its Ready condition says all the Event would: on a cold start
+/// of thousands of SecretRefs the Events would be a quarter of the API server's work).
 fn publish_events(sr: &SecretRef, ctx: &Context, outcome: &Result<Synced, SyncError>, previous_reason: Option<&str>) {
     match outcome {
-        Ok(s) if s.wrote || previous_reason != Some(Reason::Synced.as_str()) => {
+        Ok(s) if previous_reason.is_some() && (s.wrote || previous_reason != Some(Reason::Synced.as_str())) => {
             // Repeats of an Event are folded into a series that keeps the first note, so the
             // note says what stays true; the status message has the details.
             let note = format!("Secret {:?} is in step with its store", sr.target_name());

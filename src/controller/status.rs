@@ -2,13 +2,9 @@
 //! it only when it changed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Api,
-    api::{Patch, PatchParams},
-};
 
 use crate::{
-    api::{Condition, Reason, SecretRef, SecretRefStatus, SourceStatus, condition::find_ready},
+    api::{Condition, Reason, SecretRefStatus, SourceStatus, condition::find_ready},
     error::SyncError,
 };
 
@@ -71,15 +67,6 @@ pub fn next_status(
     status
 }
 
-/// Writes `status` (a merge patch of the status subresource).
-pub async fn write(api: &Api<SecretRef>, name: &str, status: &SecretRefStatus) -> Result<(), SyncError> {
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| SyncError::kube(format!("writing status of SecretRef {name:?}"), e))?;
-    Ok(())
-}
-
 /// The status last decided for each SecretRef (`namespace/name`): newer than the cached
 /// object's until the watch delivers our own write, and kept as well when the write failed
 /// (the API server was down), marked unwritten, so that the retry writes it and does not act
@@ -91,7 +78,7 @@ impl StatusMemo {
     /// The newest status of a SecretRef: what we decided last, until the cached object shows
     /// it too (then the entry is dropped, so the memo only holds writes in flight or failed).
     pub fn current(&self, key: &str, cached: Option<&SecretRefStatus>) -> Option<SecretRefStatus> {
-        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut memo = self.lock();
         match memo.get(key) {
             Some((written, true)) if Some(written) == cached => {
                 memo.remove(key);
@@ -104,17 +91,67 @@ impl StatusMemo {
 
     /// Whether the status decided last for a SecretRef could not be written yet.
     pub fn unwritten(&self, key: &str) -> bool {
-        let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(memo.get(key), Some((_, false)))
+        matches!(self.lock().get(key), Some((_, false)))
     }
 
     /// Records the status decided for a SecretRef and whether it was written.
     pub fn set(&self, key: String, status: SecretRefStatus, written: bool) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (status, written));
+        self.lock().insert(key, (status, written));
     }
+
+    /// The status decided for a SecretRef that is not written yet.
+    pub fn unwritten_status(&self, key: &str) -> Option<SecretRefStatus> {
+        match self.lock().get(key) {
+            Some((status, false)) => Some(status.clone()),
+            _ => None,
+        }
+    }
+
+    /// Marks `status` written, unless a newer decision replaced it meanwhile.
+    pub fn mark_written(&self, key: &str, status: &SecretRefStatus) {
+        if let Some(entry) = self.lock().get_mut(key)
+            && entry.0 == *status
+        {
+            entry.1 = true;
+        }
+    }
+
+    /// The watch delivered the SecretRef (`None`: its deletion): a written status it shows is
+    /// no longer needed, and a deleted SecretRef's status never will be.
+    pub fn observe(&self, key: &str, cached: Option<Option<&SecretRefStatus>>) {
+        let mut memo = self.lock();
+        match cached {
+            None => {
+                memo.remove(key);
+            }
+            Some(cached) => {
+                if matches!(memo.get(key), Some((written, true)) if Some(written) == cached) {
+                    memo.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The SecretRefs whose decided status is not written yet.
+    pub fn unwritten_keys(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, (_, written))| !written)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (SecretRefStatus, bool)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Now, as a status can hold it: whole seconds (metav1.Time's precision). A status decided
+/// with finer times would never equal what the watch delivers back, and the memo of statuses
+/// would keep every one of them.
+pub fn now() -> Time {
+    let now = jiff::Timestamp::now();
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 #[cfg(test)]
@@ -201,6 +238,26 @@ mod tests {
             memo.current("ns/a", Some(&old)),
             Some(old),
             "dropped once the cache caught up"
+        );
+    }
+
+    #[test]
+    fn a_status_decided_now_reads_back_equal() {
+        let status = next_status(None, Some(1), &synced("h1", true), now());
+        let back: SecretRefStatus =
+            serde_json::from_value(serde_json::to_value(&status).expect("json")).expect("status");
+        assert_eq!(back, status, "else the memo never sees its write come back");
+        let memo = StatusMemo::default();
+        memo.set("ns/a".into(), status.clone(), false);
+        assert_eq!(memo.unwritten_keys(), vec!["ns/a".to_string()]);
+        memo.mark_written("ns/a", &status);
+        memo.observe("ns/a", Some(Some(&back)));
+        assert_eq!(memo.current("ns/a", None), None, "dropped when the watch delivered it");
+        memo.set("ns/a".into(), status, false);
+        memo.observe("ns/a", None);
+        assert!(
+            memo.unwritten_keys().is_empty(),
+            "a deleted SecretRef's status is dropped"
         );
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -79,7 +78,7 @@ pub async fn reconcile<K: StoreObject>(store: Arc<K>, ctx: Arc<Context>) -> Resu
         message,
         generation,
         find_ready(&previous.conditions),
-        Time(jiff::Timestamp::now()),
+        super::status::now(),
     );
     let status = StoreStatus {
         observed_generation: generation,

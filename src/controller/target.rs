@@ -9,10 +9,13 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
 };
 
-use super::watched::{self, TargetVersions};
+use super::{
+    created,
+    watched::{self, TargetVersions},
+};
 use crate::{
     api::{CreationPolicy, SecretRef},
     desired::{DATA_HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, SECRETREF_LABEL, desired_secret, target_labels},
@@ -127,8 +130,17 @@ fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
 /// storm of one request per SecretRef per refresh interval.
 #[derive(Debug, Default)]
 pub struct WriteMemo {
-    written: Mutex<HashMap<(String, String), (String, u64)>>,
+    written: Mutex<HashMap<(String, String), Written>>,
     refused: Mutex<HashMap<(String, String), Refusal>>,
+}
+
+/// Our last write to a target: its resourceVersion after the write, the fingerprint of the
+/// Secret we applied, and of the policy it was allowed under ([`policy_print`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    version: String,
+    print: u64,
+    policy: u64,
 }
 
 /// A refused write: the target's version then (as the target watch saw it), the fingerprint of
@@ -147,11 +159,11 @@ struct Refusal {
 const REFUSAL_MEMORY: Duration = Duration::from_secs(300);
 
 impl WriteMemo {
-    fn get(&self, key: &(String, String)) -> Option<(String, u64)> {
+    fn get(&self, key: &(String, String)) -> Option<Written> {
         self.written.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
-    fn set(&self, key: (String, String), value: Option<(String, u64)>) {
+    fn set(&self, key: (String, String), value: Option<Written>) {
         self.refused.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         let mut memo = self.written.lock().unwrap_or_else(|p| p.into_inner());
         match value {
@@ -200,6 +212,15 @@ fn fingerprint(desired: &Secret) -> u64 {
     h.finish()
 }
 
+/// What [`ensure_writable`] decides by on the SecretRef's side: a target our write left
+/// untouched stays writable while these are unchanged.
+fn policy_print(sr: &SecretRef) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (format!("{:?}", sr.spec.target.creation_policy), &sr.spec.target.r#type).hash(&mut h);
+    h.finish()
+}
+
 /// Server-side applies the target unless it is already up to date. Returns whether it wrote.
 /// The data hash annotation holds the hash of what we last applied, so a key we stopped
 /// producing is noticed (the hash changes) and dropped by the apply.
@@ -216,12 +237,15 @@ pub async fn apply(
     let key = (namespace.clone(), target.clone());
     let desired = desired_secret(sr, data, data_hash);
     let print = fingerprint(&desired);
+    let policy = policy_print(sr);
+    let written = |version: Option<String>| version.map(|version| Written { version, print, policy });
     let seen = targets.get(&namespace, &target);
     let current_version = seen.as_ref().map(|s| s.version.clone());
-    if let (Some(version), Some((written, written_print))) = (&current_version, memo.get(&key))
-        && *version == written
-        && written_print == print
-    {
+    // Nobody touched the target since our last write: what it holds is what we applied then.
+    let untouched = memo
+        .get(&key)
+        .filter(|w| current_version.as_ref() == Some(&w.version) && w.policy == policy);
+    if untouched.as_ref().is_some_and(|w| w.print == print) {
         return Ok(false);
     }
     if let Some(why) = memo.refusal(&key, current_version.as_deref(), print) {
@@ -236,26 +260,65 @@ pub async fn apply(
         && seen.digest == Some(desired_digest(&desired))
         && ensure_writable(Some(&desired), sr).is_ok()
     {
-        memo.set(key, Some((seen.version.clone(), print)));
+        memo.set(key, written(Some(seen.version.clone())));
         return Ok(false);
     }
 
-    let existing = api
-        .get_opt(&target)
-        .await
-        .map_err(|e| SyncError::kube(format!("reading target Secret {target:?}"), e))?;
-    ensure_writable(existing.as_ref(), sr)?;
-    if let Some(existing) = &existing
-        && up_to_date(existing, &desired)
-        && existing.annotations().get(DATA_HASH_ANNOTATION).map(String::as_str) == Some(data_hash)
+    // Absent as far as the listed target watch knows: create it, one request where a read and
+    // an apply were two. The API server refuses the create if any Secret has the name (one not
+    // labelled as ours is not watched); then the read and the ownership checks below decide.
+    if seen.is_none()
+        && untouched.is_none()
+        && targets.listed()
+        && sr.spec.target.creation_policy != CreationPolicy::Merge
     {
-        memo.set(key, existing.resource_version().map(|v| (v, print)));
-        return Ok(false);
+        ensure_writable(None, sr)?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.create(&params, &desired).await {
+            Ok(created) => {
+                memo.set(key, written(created.resource_version()));
+                return Ok(true);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.code == 422 => {
+                let why = format!("the API server refused it: {}", s.message);
+                memo.refuse(key, current_version, print, why.clone());
+                return Err(SyncError::TargetConflict { target, why });
+            }
+            Err(e) => return Err(SyncError::kube(format!("creating target Secret {target:?}"), e)),
+        }
+    }
+    // A target our write left untouched, under the same policy, passed the ownership checks
+    // then and would pass them now: a new value needs no read first (a change of value fans
+    // out to every SecretRef that uses the secret, one apply each).
+    if untouched.is_none() {
+        let existing = api
+            .get_opt(&target)
+            .await
+            .map_err(|e| SyncError::kube(format!("reading target Secret {target:?}"), e))?;
+        ensure_writable(existing.as_ref(), sr)?;
+        if let Some(existing) = &existing
+            && up_to_date(existing, &desired)
+            && existing.annotations().get(DATA_HASH_ANNOTATION).map(String::as_str) == Some(data_hash)
+        {
+            memo.set(key, written(existing.resource_version()));
+            return Ok(false);
+        }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api.patch(&target, &params, &Patch::Apply(&desired)).await {
-        Ok(written) => {
-            memo.set(key, written.resource_version().map(|v| (v, print)));
+        Ok(applied) => {
+            let applied = match created::leftovers(&applied, &desired) {
+                Some(patch) => api
+                    .patch(&target, &PatchParams::default(), &Patch::<()>::Json(patch))
+                    .await
+                    .map_err(|e| SyncError::kube(format!("dropping old fields of target Secret {target:?}"), e))?,
+                None => applied,
+            };
+            memo.set(key, written(applied.resource_version()));
             Ok(true)
         }
         // The API server refuses what cannot be (an immutable type changed, an invalid label):
@@ -351,7 +414,12 @@ mod tests {
             None,
             "a changed target is tried again"
         );
-        memo.set(key.clone(), Some(("13".into(), 8)));
+        let written = Written {
+            version: "13".into(),
+            print: 8,
+            policy: 1,
+        };
+        memo.set(key.clone(), Some(written));
         assert_eq!(memo.refusal(&key, None, 7), None, "a good write forgets the refusal");
     }
 

@@ -5,7 +5,10 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     hash::{Hash, Hasher},
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
@@ -26,6 +29,8 @@ pub trait Follow<K>: Default {
 pub struct Watched<M> {
     live: RwLock<M>,
     pending: RwLock<Option<M>>,
+    /// Whether a list completed: until then, absence from the map proves nothing.
+    listed: AtomicBool,
 }
 
 impl<M> Watched<M> {
@@ -47,8 +52,14 @@ impl<M> Watched<M> {
                 if let Some(m) = self.pending.write().unwrap_or_else(|p| p.into_inner()).take() {
                     *self.write() = m;
                 }
+                self.listed.store(true, Ordering::SeqCst);
             }
         }
+    }
+
+    /// Whether the map has been listed once.
+    pub fn listed(&self) -> bool {
+        self.listed.load(Ordering::SeqCst)
     }
 
     /// Reads the live map.
@@ -91,21 +102,23 @@ pub fn digest<'a>(
     h.finish()
 }
 
-/// The digest a watched target's metadata proves, if it proves one: our field manager's
-/// apply owns its data keys and no other manager owns any of them. (A write by anyone else
-/// to a key moves that key's ownership to them, so the values are still those of our last
-/// apply, which the data-hash annotation names.)
+/// The digest a watched target's metadata proves, if it proves one: our field manager (its
+/// applies, or the create of a new target) owns its data keys and no other manager owns any of
+/// them. (A write by anyone else to a key moves that key's ownership to them, so the values are
+/// still those of our last write, which the data-hash annotation names.)
 fn proven_digest(obj: &PartialObjectMeta<Secret>) -> Option<u64> {
     let mut ours: Option<BTreeSet<&str>> = None;
     for entry in obj.managed_fields() {
         let data = entry.fields_v1.as_ref().and_then(|f| f.0.get("f:data"));
-        let mine = entry.manager.as_deref() == Some(FIELD_MANAGER) && entry.operation.as_deref() == Some("Apply");
+        let mine = entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && matches!(entry.operation.as_deref(), Some("Apply" | "Update"))
+            && entry.subresource.is_none();
         if mine {
             let keys = data
                 .and_then(|d| d.as_object())
-                .map(|d| d.keys().filter_map(|k| k.strip_prefix("f:")).collect())
-                .unwrap_or_default();
-            ours = Some(keys);
+                .into_iter()
+                .flat_map(|d| d.keys().filter_map(|k| k.strip_prefix("f:")));
+            ours.get_or_insert_default().extend(keys);
         } else if data.is_some() {
             return None;
         }
@@ -161,6 +174,11 @@ impl TargetVersions {
 
     pub fn len(&self) -> usize {
         self.0.read(|v| v.0.len())
+    }
+
+    /// Whether the watch has listed the targets once: until then an absent one may exist.
+    pub fn listed(&self) -> bool {
+        self.0.listed()
     }
 }
 
@@ -223,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn a_digest_is_proven_only_while_our_apply_alone_owns_the_data() {
+    fn a_digest_is_proven_only_while_our_writes_alone_own_the_data() {
         let labels = BTreeMap::from([("l".to_string(), "1".to_string())]);
         let annotations = BTreeMap::from([("secretref.dev/data-hash".to_string(), "h".to_string())]);
         let want = digest(&labels, &annotations, &[], ["A", "B"].into_iter());
@@ -250,8 +268,13 @@ mod tests {
             applied("other", "Apply", &["C"])
         ]));
         assert_eq!(proven_digest(&added), None);
-        let not_applied = managed(serde_json::json!([applied(FIELD_MANAGER, "Update", &["A", "B"])]));
-        assert_eq!(proven_digest(&not_applied), None, "only our apply counts");
+        let created = managed(serde_json::json!([applied(FIELD_MANAGER, "Update", &["A", "B"])]));
+        assert_eq!(proven_digest(&created), Some(want), "our create of the target counts");
+        let created_then_applied = managed(serde_json::json!([
+            applied(FIELD_MANAGER, "Update", &["A"]),
+            applied(FIELD_MANAGER, "Apply", &["B"])
+        ]));
+        assert_eq!(proven_digest(&created_then_applied), Some(want), "both are ours");
         assert_eq!(
             proven_digest(&managed(serde_json::json!([]))),
             None,

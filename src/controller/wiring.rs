@@ -25,8 +25,12 @@ use super::{
     backends::{Backends, cluster_store_key, secret_store_key},
     changes::Feeds,
     cluster_secretref::{self, FleetContext},
+    priority::Gate,
     reads::SharedReads,
-    scope, secretref, store,
+    scope, secretref,
+    status::StatusMemo,
+    status_queue::StatusQueue,
+    store,
     usage::{self, Usage},
     watched::TargetVersions,
 };
@@ -44,7 +48,7 @@ pub async fn run_controllers(
     hash_key: HashKey,
     metrics: Arc<Metrics>,
     shutdown: Shared<BoxFuture<'static, ()>>,
-) {
+) -> StatusQueue {
     let namespaces = &args.namespaces;
     // Targets are watched metadata-only and label-filtered: never a cache of every Secret, and
     // of ours only the resourceVersion is kept.
@@ -110,12 +114,16 @@ pub async fn run_controllers(
         Controller::for_stream(objects_only(ss_stream), ss_reader.clone()).graceful_shutdown_on(shutdown.clone());
     let css_controller =
         Controller::for_stream(objects_only(css_stream), css_reader.clone()).graceful_shutdown_on(shutdown.clone());
+    let gate = Arc::new(Gate::default());
+    let statuses = Arc::new(StatusMemo::default());
+    let status_queue = StatusQueue::start(client.clone(), statuses.clone(), gate.clone(), shutdown.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: super::events::Publisher::start(
             client.clone(),
             std::env::var("POD_NAME").ok(),
             metrics.events_dropped.clone(),
+            gate.clone(),
         ),
         hash_key,
         secret_stores: ss_reader,
@@ -130,7 +138,9 @@ pub async fn run_controllers(
         backends: backends.clone(),
         read_ttl: args.read_cache_ttl,
         written: Default::default(),
-        statuses: Default::default(),
+        statuses: statuses.clone(),
+        status_queue: status_queue.clone(),
+        gate,
     });
 
     let (sr_reader, sr_writer) = reflector::store();
@@ -145,8 +155,15 @@ pub async fn run_controllers(
             let (usage, reader) = (usage.clone(), sr_reader.clone());
             let owners = owner_changes.clone();
             move |event| {
+                // A status the watch shows written needs no memo any more.
+                if let Ok(watcher::Event::Apply(sr) | watcher::Event::InitApply(sr)) = event {
+                    statuses.observe(&secretref::key(sr), Some(sr.status.as_ref()));
+                }
                 match event {
-                    Ok(watcher::Event::Delete(sr)) => usage.forget(&usage::object_ref(sr)),
+                    Ok(watcher::Event::Delete(sr)) => {
+                        usage.forget(&usage::object_ref(sr));
+                        statuses.observe(&secretref::key(sr), None);
+                    }
                     Ok(watcher::Event::InitDone) => usage.retain(|r| reader.get(r).is_some()),
                     _ => {}
                 }
@@ -226,6 +243,7 @@ pub async fn run_controllers(
     tokio::join!(secretrefs, ss, css, fleet);
     backends.stop();
     info!("secretref controllers stopped");
+    status_queue
 }
 
 /// The ClusterSecretRef controller, when this installation serves cluster-scoped kinds and

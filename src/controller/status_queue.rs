@@ -1,0 +1,130 @@
+//! SecretRef statuses are written behind the syncs, not inside them: a reconcile decides the
+//! status (into the [`StatusMemo`]) and goes on; writers send it once no sync runs (or after
+//! [`MAX_DEFER`]), so a fan-out writes all its targets first. Several decisions about one
+//! SecretRef before its write cost one write (the newest). A write that fails is retried with
+//! backoff until it lands or the SecretRef is gone; a restart loses nothing, because a
+//! SecretRef whose status is behind decides it again on its first sync.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, future::Shared};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::warn;
+
+use super::{
+    priority::{Gate, MAX_DEFER},
+    status::StatusMemo,
+};
+use crate::api::{SecretRef, SecretRefStatus};
+
+/// Statuses written at once.
+const WRITERS: usize = 8;
+/// How long a failed write waits before its retry, doubling up to [`RETRY_CAP`].
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+
+struct Job {
+    key: String,
+    queued: Instant,
+    failures: u32,
+}
+
+/// Where reconciles leave the statuses they decided.
+#[derive(Clone)]
+pub struct StatusQueue {
+    memo: Arc<StatusMemo>,
+    jobs: mpsc::UnboundedSender<Job>,
+    client: Client,
+}
+
+impl std::fmt::Debug for StatusQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusQueue").finish_non_exhaustive()
+    }
+}
+
+impl StatusQueue {
+    /// Starts the writers; they stop at `stop`.
+    pub fn start(client: Client, memo: Arc<StatusMemo>, gate: Arc<Gate>, stop: Shared<BoxFuture<'static, ()>>) -> Self {
+        let (jobs, pending) = mpsc::unbounded_channel::<Job>();
+        let queue = StatusQueue { memo, jobs, client };
+        let writer = queue.clone();
+        let writers = futures::stream::unfold(pending, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) })
+            .for_each_concurrent(WRITERS, move |job| {
+                let (writer, gate) = (writer.clone(), gate.clone());
+                async move {
+                    gate.idle_or(job.queued + MAX_DEFER).await;
+                    writer.write(job).await;
+                }
+            });
+        tokio::spawn(async move {
+            futures::future::select(writers.boxed(), stop).await;
+        });
+        queue
+    }
+
+    /// Records the status decided for `key` (`namespace/name`) and queues its write.
+    pub fn decide(&self, key: String, status: SecretRefStatus) {
+        self.memo.set(key.clone(), status, false);
+        self.send(key, 0);
+    }
+
+    fn send(&self, key: String, failures: u32) {
+        let job = Job {
+            key,
+            queued: Instant::now(),
+            failures,
+        };
+        // The writers stopped (shutdown): the next leader decides the status again.
+        let _ = self.jobs.send(job);
+    }
+
+    /// Writes the newest undecided-upon status of the job's SecretRef, if it still has one.
+    async fn write(&self, job: Job) {
+        let Some(status) = self.memo.unwritten_status(&job.key) else {
+            return;
+        };
+        match self.patch(&job.key, &status).await {
+            Ok(()) => self.memo.mark_written(&job.key, &status),
+            Err(kube::Error::Api(e)) if e.code == 404 => self.memo.observe(&job.key, None),
+            Err(e) => {
+                let delay = RETRY_BASE.saturating_mul(1 << job.failures.min(10)).min(RETRY_CAP);
+                warn!(secretref = %job.key, error = %e, ?delay, "status not written, retrying");
+                let queue = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    queue.send(job.key, job.failures + 1);
+                });
+            }
+        }
+    }
+
+    async fn patch(&self, key: &str, status: &SecretRefStatus) -> Result<(), kube::Error> {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let api: Api<SecretRef> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes every status still unwritten at once (on shutdown, while still the leader),
+    /// for at most `limit`.
+    pub async fn flush(&self, limit: Duration) {
+        let keys = self.memo.unwritten_keys();
+        let all = futures::stream::iter(keys).for_each_concurrent(WRITERS, |key| async move {
+            if let Some(status) = self.memo.unwritten_status(&key)
+                && self.patch(&key, &status).await.is_ok()
+            {
+                self.memo.mark_written(&key, &status);
+            }
+        });
+        if tokio::time::timeout(limit, all).await.is_err() {
+            warn!("statuses not all written before shutdown: the next leader decides them again");
+        }
+    }
+}
