@@ -72,7 +72,7 @@ pub fn next_status(
 /// (the API server was down), marked unwritten, so that the retry writes it and does not act
 /// twice on the same change (a second Event, a second rollout restart).
 #[derive(Debug, Default)]
-pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, (SecretRefStatus, bool)>>);
+pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, (Box<SecretRefStatus>, bool)>>);
 
 impl StatusMemo {
     /// The newest status of a SecretRef: what we decided last, until the cached object shows
@@ -80,11 +80,11 @@ impl StatusMemo {
     pub fn current(&self, key: &str, cached: Option<&SecretRefStatus>) -> Option<SecretRefStatus> {
         let mut memo = self.lock();
         match memo.get(key) {
-            Some((written, true)) if Some(written) == cached => {
+            Some((written, true)) if Some(&**written) == cached => {
                 memo.remove(key);
                 cached.cloned()
             }
-            Some((status, _)) => Some(status.clone()),
+            Some((status, _)) => Some((**status).clone()),
             None => cached.cloned(),
         }
     }
@@ -96,13 +96,13 @@ impl StatusMemo {
 
     /// Records the status decided for a SecretRef and whether it was written.
     pub fn set(&self, key: String, status: SecretRefStatus, written: bool) {
-        self.lock().insert(key, (status, written));
+        self.lock().insert(key, (Box::new(status), written));
     }
 
     /// The status decided for a SecretRef that is not written yet.
     pub fn unwritten_status(&self, key: &str) -> Option<SecretRefStatus> {
         match self.lock().get(key) {
-            Some((status, false)) => Some(status.clone()),
+            Some((status, false)) => Some((**status).clone()),
             _ => None,
         }
     }
@@ -110,7 +110,7 @@ impl StatusMemo {
     /// Marks `status` written, unless a newer decision replaced it meanwhile.
     pub fn mark_written(&self, key: &str, status: &SecretRefStatus) {
         if let Some(entry) = self.lock().get_mut(key)
-            && entry.0 == *status
+            && *entry.0 == *status
         {
             entry.1 = true;
         }
@@ -125,10 +125,14 @@ impl StatusMemo {
                 memo.remove(key);
             }
             Some(cached) => {
-                if matches!(memo.get(key), Some((written, true)) if Some(written) == cached) {
+                if matches!(memo.get(key), Some((written, true)) if Some(&**written) == cached) {
                     memo.remove(key);
                 }
             }
+        }
+        // A burst (a cold start) grows the table; give the room back once it drained.
+        if memo.capacity() > 64 && memo.len() < memo.capacity() / 8 {
+            memo.shrink_to_fit();
         }
     }
 
@@ -141,7 +145,7 @@ impl StatusMemo {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (SecretRefStatus, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Box<SecretRefStatus>, bool)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

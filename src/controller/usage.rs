@@ -24,24 +24,29 @@ pub fn object_ref(sr: &SecretRef) -> Ref {
     }
 }
 
+/// A secret of a store: the store's identity and the secret. One shared copy per secret,
+/// however many SecretRefs read it.
+type Key = Arc<(String, SecretId)>;
+
 #[derive(Debug, PartialEq)]
 struct Reads {
-    identity: String,
-    ids: Vec<SecretId>,
+    keys: Vec<Key>,
     refresh: Duration,
 }
 
+/// Both directions of the relation. A SecretRef is one shared `Arc<Ref>` and each secret one
+/// shared [`Key`], so at tens of thousands of SecretRefs the maps hold pointers, not copies
+/// of names.
 #[derive(Debug, Default)]
 struct Maps {
-    by_ref: HashMap<Ref, Reads>,
-    by_secret: HashMap<(String, SecretId), HashSet<Ref>>,
+    by_ref: HashMap<Arc<Ref>, Reads>,
+    by_secret: HashMap<Key, HashSet<Arc<Ref>>>,
 }
 
 impl Maps {
     fn forget(&mut self, r: &Ref) {
         let Some(reads) = self.by_ref.remove(r) else { return };
-        for id in reads.ids {
-            let key = (reads.identity.clone(), id);
+        for key in reads.keys {
             if let Some(set) = self.by_secret.get_mut(&key) {
                 set.remove(r);
                 if set.is_empty() {
@@ -49,6 +54,15 @@ impl Maps {
                 }
             }
         }
+    }
+
+    /// The shared copy of a key, if some SecretRef reads it already.
+    fn key(&self, identity: &str, id: SecretId) -> Key {
+        let key = (identity.to_string(), id);
+        self.by_secret
+            .get_key_value(&key)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::new(key))
     }
 }
 
@@ -67,23 +81,24 @@ impl Usage {
     /// Records what `r` reads: `ids` of the store `identity`, every `refresh` (zero: only on
     /// changes).
     pub fn record(&self, r: &Ref, identity: &str, ids: Vec<SecretId>, refresh: Duration) {
-        let reads = Reads {
-            identity: identity.to_string(),
-            ids,
-            refresh,
+        let reads = {
+            let maps = self.read();
+            let reads = Reads {
+                keys: ids.into_iter().map(|id| maps.key(identity, id)).collect(),
+                refresh,
+            };
+            if maps.by_ref.get(r) == Some(&reads) {
+                return;
+            }
+            reads
         };
-        if self.read().by_ref.get(r) == Some(&reads) {
-            return;
-        }
         let mut maps = self.write();
         maps.forget(r);
-        for id in &reads.ids {
-            maps.by_secret
-                .entry((reads.identity.clone(), id.clone()))
-                .or_default()
-                .insert(r.clone());
+        let shared = Arc::new(r.clone());
+        for key in &reads.keys {
+            maps.by_secret.entry(key.clone()).or_default().insert(shared.clone());
         }
-        maps.by_ref.insert(r.clone(), reads);
+        maps.by_ref.insert(shared, reads);
     }
 
     /// Forgets a SecretRef that was deleted (or whose store went away).
@@ -94,7 +109,7 @@ impl Usage {
     /// Keeps only the SecretRefs `keep` accepts (after a re-list of SecretRefs).
     pub fn retain(&self, keep: impl Fn(&Ref) -> bool) {
         let mut maps = self.write();
-        let gone: Vec<Ref> = maps.by_ref.keys().filter(|r| !keep(r)).cloned().collect();
+        let gone: Vec<Arc<Ref>> = maps.by_ref.keys().filter(|r| !keep(r)).cloned().collect();
         for r in &gone {
             maps.forget(r);
         }
@@ -105,7 +120,7 @@ impl Usage {
         self.read()
             .by_secret
             .get(&(identity.to_string(), id.clone()))
-            .map(|set| set.iter().cloned().collect())
+            .map(|set| set.iter().map(|r| (**r).clone()).collect())
             .unwrap_or_default()
     }
 
@@ -116,14 +131,14 @@ impl Usage {
         let mut ids: Vec<SecretId> = maps
             .by_secret
             .keys()
-            .filter(|(i, _)| i == identity)
-            .map(|(_, id)| id.clone())
+            .filter(|k| k.0 == identity)
+            .map(|k| k.1.clone())
             .collect();
         ids.sort();
         let refresh = maps
             .by_ref
             .values()
-            .filter(|r| r.identity == identity && !r.refresh.is_zero())
+            .filter(|r| r.keys.iter().any(|k| k.0 == identity) && !r.refresh.is_zero())
             .map(|r| r.refresh)
             .min();
         (ids, refresh)

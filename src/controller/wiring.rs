@@ -144,6 +144,7 @@ pub async fn run_controllers(
     });
 
     let (sr_reader, sr_writer) = reflector::store();
+    let specs = Arc::new(SpecSeen::default());
     let (owner_changes, owners_woken) = futures::channel::mpsc::unbounded::<ObjectRef<ClusterSecretRef>>();
     // Only spec changes and a new force-sync value trigger a sync: our own status writes don't.
     let spec_changes = scope::watch::<SecretRef>(&client, namespaces, watcher::Config::default())
@@ -154,6 +155,7 @@ pub async fn run_controllers(
             // deleted while the watch was down).
             let (usage, reader) = (usage.clone(), sr_reader.clone());
             let owners = owner_changes.clone();
+            let specs = specs.clone();
             move |event| {
                 // A status the watch shows written needs no memo any more.
                 if let Ok(watcher::Event::Apply(sr) | watcher::Event::InitApply(sr)) = event {
@@ -163,6 +165,7 @@ pub async fn run_controllers(
                     Ok(watcher::Event::Delete(sr)) => {
                         usage.forget(&usage::object_ref(sr));
                         statuses.observe(&secretref::key(sr), None);
+                        specs.forget(&secretref::key(sr));
                     }
                     Ok(watcher::Event::InitDone) => usage.retain(|r| reader.get(r).is_some()),
                     _ => {}
@@ -177,7 +180,7 @@ pub async fn run_controllers(
             }
         })
         .applied_objects()
-        .predicate_filter(spec_or_force_sync, Default::default());
+        .filter(move |sr| futures::future::ready(sr.as_ref().map_or(true, |sr| specs.changed(sr))));
 
     let by_store = sr_reader.clone();
     let by_cluster_store = sr_reader.clone();
@@ -349,16 +352,31 @@ where
     )
 }
 
-fn spec_or_force_sync(sr: &SecretRef) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    h.write_u64(predicates::generation(sr).unwrap_or(0));
-    h.write(
-        sr.annotations()
-            .get(FORCE_SYNC_ANNOTATION)
-            .map(String::as_bytes)
-            .unwrap_or_default(),
-    );
-    Some(h.finish())
+/// What of each SecretRef triggers a sync (its generation and force-sync annotation), by
+/// `namespace/name`: kube's `predicate_filter` keeps the same, keyed by a whole `ObjectRef`
+/// (its resourceVersion and uid too) and never forgets a deleted object.
+#[derive(Debug, Default)]
+struct SpecSeen(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl SpecSeen {
+    /// Whether the SecretRef's spec or force-sync annotation changed since last seen.
+    fn changed(&self, sr: &SecretRef) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write_u64(predicates::generation(sr).unwrap_or(0));
+        h.write(
+            sr.annotations()
+                .get(FORCE_SYNC_ANNOTATION)
+                .map(String::as_bytes)
+                .unwrap_or_default(),
+        );
+        let now = h.finish();
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(secretref::key(sr), now) != Some(now)
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
 }
 
 /// What cached objects never need: their managedFields (often the larger half of the
