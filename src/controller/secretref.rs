@@ -26,6 +26,8 @@ use crate::{
 /// How long a SecretRef that cannot sync until something changes waits before re-checking
 /// anyway when its refreshInterval is 0 (changes to it, its store and its secrets are watched).
 const IDLE_RECHECK: Duration = Duration::from_secs(300);
+/// How long a sync waits for the target watch's first list at most (then it reads the target).
+const TARGETS_LIST_WAIT: Duration = Duration::from_secs(30);
 
 #[instrument(skip_all, fields(secretref = %sr.name_any(), namespace = sr.namespace().unwrap_or_default()))]
 pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, SyncError> {
@@ -139,6 +141,7 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
     }
     let data_hash = ctx.hash_key.data_hash(&sr.spec.target.r#type, &merged.data);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    ctx.targets.wait_listed(TARGETS_LIST_WAIT).await;
     let wrote = target::apply(&secrets, &ctx.targets, &ctx.written, sr, &merged.data, &data_hash).await?;
 
     let previous_hash = previous.and_then(|s| s.data_hash.as_deref());

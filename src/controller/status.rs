@@ -1,5 +1,5 @@
-//! SecretRef status: the next status from the last one and a sync's outcome (pure), and writing
-//! it only when it changed.
+//! SecretRef status: the next status from the last one and a sync's outcome (pure), and the
+//! memo of decided statuses until the watch shows them written (`status_queue` writes them).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -87,11 +87,6 @@ impl StatusMemo {
             Some((status, _)) => Some((**status).clone()),
             None => cached.cloned(),
         }
-    }
-
-    /// Whether the status decided last for a SecretRef could not be written yet.
-    pub fn unwritten(&self, key: &str) -> bool {
-        matches!(self.lock().get(key), Some((_, false)))
     }
 
     /// Records the status decided for a SecretRef and whether it was written.
@@ -224,7 +219,7 @@ mod tests {
         let old = next_status(None, Some(1), &synced("h1", true), t(10));
         let new = next_status(Some(&old), Some(1), &synced("h2", true), t(20));
         memo.set("ns/a".into(), new.clone(), false);
-        assert!(memo.unwritten("ns/a"));
+        assert!(memo.unwritten_status("ns/a").is_some());
         assert_eq!(
             memo.current("ns/a", Some(&old)),
             Some(new.clone()),
@@ -236,7 +231,7 @@ mod tests {
             "kept until written"
         );
         memo.set("ns/a".into(), new.clone(), true);
-        assert!(!memo.unwritten("ns/a"));
+        assert!(memo.unwritten_status("ns/a").is_none());
         assert_eq!(memo.current("ns/a", Some(&new)), Some(new.clone()));
         assert_eq!(
             memo.current("ns/a", Some(&old)),

@@ -23,6 +23,8 @@ use crate::api::{SecretRef, SecretRefStatus};
 
 /// Statuses written at once.
 const WRITERS: usize = 8;
+/// Statuses written at once on shutdown, when no sync competes any more.
+const FLUSH_WRITERS: usize = 32;
 /// How long a failed write waits before its retry, doubling up to [`RETRY_CAP`].
 const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(30);
@@ -116,7 +118,7 @@ impl StatusQueue {
     /// for at most `limit`.
     pub async fn flush(&self, limit: Duration) {
         let keys = self.memo.unwritten_keys();
-        let all = futures::stream::iter(keys).for_each_concurrent(WRITERS, |key| async move {
+        let all = futures::stream::iter(keys).for_each_concurrent(FLUSH_WRITERS, |key| async move {
             if let Some(status) = self.memo.unwritten_status(&key)
                 && self.patch(&key, &status).await.is_ok()
             {

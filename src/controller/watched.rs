@@ -5,10 +5,8 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     hash::{Hash, Hasher},
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference};
@@ -29,8 +27,6 @@ pub trait Follow<K>: Default {
 pub struct Watched<M> {
     live: RwLock<M>,
     pending: RwLock<Option<M>>,
-    /// Whether a list completed: until then, absence from the map proves nothing.
-    listed: AtomicBool,
 }
 
 impl<M> Watched<M> {
@@ -52,14 +48,8 @@ impl<M> Watched<M> {
                 if let Some(m) = self.pending.write().unwrap_or_else(|p| p.into_inner()).take() {
                     *self.write() = m;
                 }
-                self.listed.store(true, Ordering::SeqCst);
             }
         }
-    }
-
-    /// Whether the map has been listed once.
-    pub fn listed(&self) -> bool {
-        self.listed.load(Ordering::SeqCst)
     }
 
     /// Reads the live map.
@@ -158,27 +148,50 @@ impl Follow<PartialObjectMeta<Secret>> for ResourceVersions {
 }
 
 /// The target Secrets' resourceVersions, shared by the watch that feeds them and the reconciles.
-#[derive(Clone, Debug, Default)]
-pub struct TargetVersions(Arc<Watched<ResourceVersions>>);
+#[derive(Clone, Debug)]
+pub struct TargetVersions {
+    map: Arc<Watched<ResourceVersions>>,
+    /// Whether the watch listed once: until then an absent target may exist.
+    listed: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for TargetVersions {
+    fn default() -> Self {
+        TargetVersions {
+            map: Default::default(),
+            listed: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+}
 
 impl TargetVersions {
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
-        self.0.apply(event);
+        self.map.apply(event);
+        if matches!(event, watcher::Event::InitDone) {
+            self.listed.send_replace(true);
+        }
     }
 
     /// What the watch tells of target `namespace/name`, if it exists and is labelled as ours.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Seen> {
-        self.0
+        self.map
             .read(|v| v.0.get(&(namespace.to_string(), name.to_string())).cloned())
     }
 
     pub fn len(&self) -> usize {
-        self.0.read(|v| v.0.len())
+        self.map.read(|v| v.0.len())
     }
 
     /// Whether the watch has listed the targets once: until then an absent one may exist.
     pub fn listed(&self) -> bool {
-        self.0.listed()
+        *self.listed.borrow()
+    }
+
+    /// Waits (at most `limit`) for the first list: a sync that ran before it would read every
+    /// target the map does not show yet (an operator restart at 10,000 SecretRefs read a hundred).
+    pub async fn wait_listed(&self, limit: Duration) {
+        let mut listed = self.listed.subscribe();
+        let _ = tokio::time::timeout(limit, listed.wait_for(|l| *l)).await;
     }
 }
 
