@@ -29,10 +29,17 @@ fn hostile_templates() -> Vec<(&'static str, String)> {
 }
 
 /// Server-side applies of Secrets the API server refused as invalid.
+/// Target writes the API server refused as invalid: a new target is created with a POST, an
+/// existing one server-side applied.
 async fn refusals(w: &World) -> u64 {
-    w.cluster
-        .requests(&["verb=\"APPLY\"", "resource=\"secrets\"", "code=\"422\""])
-        .await
+    let mut refused = 0;
+    for verb in ["verb=\"APPLY\"", "verb=\"POST\""] {
+        refused += w
+            .cluster
+            .requests(&[verb, "resource=\"secrets\"", "code=\"422\""])
+            .await;
+    }
+    refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
