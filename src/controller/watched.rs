@@ -153,6 +153,8 @@ pub struct TargetVersions {
     map: Arc<Watched<ResourceVersions>>,
     /// Whether the watch listed once: until then an absent target may exist.
     listed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Whether a sync stopped waiting for that list.
+    gave_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for TargetVersions {
@@ -160,6 +162,7 @@ impl Default for TargetVersions {
         TargetVersions {
             map: Default::default(),
             listed: Arc::new(tokio::sync::watch::Sender::new(false)),
+            gave_up: Default::default(),
         }
     }
 }
@@ -189,9 +192,17 @@ impl TargetVersions {
 
     /// Waits (at most `limit`) for the first list: a sync that ran before it would read every
     /// target the map does not show yet (an operator restart at 10,000 SecretRefs read a hundred).
+    /// Once a wait timed out (the watch cannot list: no permission, say), later syncs no longer
+    /// wait and read the targets instead.
     pub async fn wait_listed(&self, limit: Duration) {
+        if self.gave_up.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut listed = self.listed.subscribe();
-        let _ = tokio::time::timeout(limit, listed.wait_for(|l| *l)).await;
+        if tokio::time::timeout(limit, listed.wait_for(|l| *l)).await.is_err() {
+            tracing::warn!("the target watch has not listed yet: syncs read their targets meanwhile");
+            self.gave_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -299,5 +310,26 @@ mod tests {
             Some(want),
             "a key removed by someone no longer matches"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn syncs_wait_for_the_first_list_but_only_once_in_vain() {
+        let targets = TargetVersions::default();
+        let start = tokio::time::Instant::now();
+        targets.wait_listed(Duration::from_secs(30)).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(30),
+            "waited for a list that did not come"
+        );
+        targets.wait_listed(Duration::from_secs(30)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(30), "then no more");
+        let listed = TargetVersions::default();
+        listed.apply(&watcher::Event::Init);
+        listed.apply(&watcher::Event::InitDone);
+        assert!(listed.listed());
+        let start = tokio::time::Instant::now();
+        listed.wait_listed(Duration::from_secs(30)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }
