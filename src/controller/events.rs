@@ -9,6 +9,8 @@
 //! with the target writes for the API server; when the queue is full an Event is dropped and
 //! counted, never the sync.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
@@ -18,12 +20,11 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
-
-use super::priority::{Gate, MAX_DEFER};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::Arc;
 use tokio::{sync::mpsc, time::Instant};
 use tracing::warn;
+
+use super::priority::{Gate, MAX_DEFER};
 
 #[derive(Clone, Debug, Copy, PartialEq, Eq)]
 pub enum EventType {

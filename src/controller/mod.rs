@@ -38,11 +38,11 @@ pub use target::FIELD_MANAGER;
 
 use crate::metrics::Metrics;
 
-/// Annotation on a SecretRef: any new value forces a sync.
 /// How long a stopping leader spends writing the statuses it decided but did not write yet.
 /// (Within Kubernetes' default 30 s termination grace period.)
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Annotation on a SecretRef: any new value forces a sync.
 pub const FORCE_SYNC_ANNOTATION: &str = "secretref.dev/force-sync";
 
 /// Options of `secretref run`.
