@@ -181,6 +181,14 @@ impl WriteMemo {
             .map(|r| r.why.clone())
     }
 
+    /// Remembers a write the API server refused as invalid (422) and returns the sync's error.
+    fn refused(&self, key: (String, String), version: Option<String>, print: u64, message: &str) -> SyncError {
+        let why = format!("the API server refused it: {message}");
+        let target = key.1.clone();
+        self.refuse(key, version, print, why.clone());
+        SyncError::TargetConflict { target, why }
+    }
+
     fn refuse(&self, key: (String, String), version: Option<String>, print: u64, why: String) {
         let refusal = Refusal {
             version,
@@ -284,9 +292,7 @@ pub async fn apply(
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(kube::Error::Api(s)) if s.code == 422 => {
-                let why = format!("the API server refused it: {}", s.message);
-                memo.refuse(key, current_version, print, why.clone());
-                return Err(SyncError::TargetConflict { target, why });
+                return Err(memo.refused(key, current_version, print, &s.message));
             }
             Err(e) => return Err(SyncError::kube(format!("creating target Secret {target:?}"), e)),
         }
@@ -323,11 +329,7 @@ pub async fn apply(
         }
         // The API server refuses what cannot be (an immutable type changed, an invalid label):
         // the user must change something; retrying will not help.
-        Err(kube::Error::Api(s)) if s.code == 422 => {
-            let why = format!("the API server refused it: {}", s.message);
-            memo.refuse(key, current_version, print, why.clone());
-            Err(SyncError::TargetConflict { target, why })
-        }
+        Err(kube::Error::Api(s)) if s.code == 422 => Err(memo.refused(key, current_version, print, &s.message)),
         Err(e) => Err(SyncError::kube(format!("writing target Secret {target:?}"), e)),
     }
 }
