@@ -9,13 +9,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
     api::{DynamicObject, GroupVersionKind, PartialObjectMeta},
     discovery::{self, ApiResource},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
 use secretref::backend::kubernetes::object_name;
 
@@ -195,18 +194,15 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             .filter(|i| i % args.store_secrets == round)
             .map(|i| format!("es-{i}"))
             .collect();
-        let mut events = watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let changed_at = Instant::now();
         let value = args.value_offset + round + 10;
         cluster::touch_store_secret(client, round, value).await?;
         let want = format!("key-{round}-{value}");
-        let mut seen = HashSet::new();
+        let (mut seen, from) = (HashSet::new(), samples.len());
         let deadline = changed_at + args.cycle.mul_f64(1.5) + Duration::from_secs(30);
         while seen.len() < expected.len() && Instant::now() < deadline {
-            let Ok(Some(Ok(s))) = tokio::time::timeout(Duration::from_secs(5), events.next()).await else {
+            let Ok(Some((arrived, s))) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await else {
                 continue;
             };
             let name = s.name_any();
@@ -220,14 +216,21 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
                 && s.resource_version() != baseline.get(&name).cloned()
                 && seen.insert(name)
             {
-                samples.push(changed_at.elapsed().as_secs_f64() * 1000.0);
+                samples.push(arrived.duration_since(changed_at).as_secs_f64() * 1000.0);
             }
         }
         eprintln!(
-            "bench: eso propagation round {round}: {}/{} targets updated",
+            "bench: eso propagation round {round}: {}/{} targets updated; {}",
             seen.len(),
-            expected.len()
+            expected.len(),
+            measure::round_spread(samples[from..].to_vec())
         );
+        if let Some(pause) = std::env::var("SECRETREF_BENCH_ROUND_PAUSE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+        }
     }
     Ok(samples)
 }

@@ -153,6 +153,15 @@ pub fn propagation(result: &mut Operator, mut samples: Vec<f64>) {
     result.propagation_p99_ms = cluster::percentile(&mut samples, 0.99);
 }
 
+/// One propagation round's spread for the log: first, median, p99 and last arrival (ms).
+pub fn round_spread(mut round: Vec<f64>) -> String {
+    let first = round.iter().copied().fold(f64::INFINITY, f64::min);
+    let p50 = cluster::percentile(&mut round, 0.5);
+    let p99 = cluster::percentile(&mut round, 0.99);
+    let last = round.last().copied().unwrap_or(f64::NAN);
+    format!("first {first:.0} ms, p50 {p50:.0}, p99 {p99:.0}, last {last:.0}")
+}
+
 /// Peak RSS of a freshly started operator once it has reconciled all N objects once (the
 /// `reconciled` metric with `labels` reaches N) and settled for five seconds.
 pub async fn settled_rss(op: Process, args: &Args, reconciled: &str, labels: &[&str]) -> anyhow::Result<u64> {
@@ -168,4 +177,50 @@ pub async fn settled_rss(op: Process, args: &Args, reconciled: &str, labels: &[&
     let rss = op.peak_rss();
     op.stop().await;
     Ok(rss)
+}
+
+/// Objects the watch `events` delivers after its initial list, each with the moment it arrived.
+///
+/// A watcher stream is lazy: it sends its LIST of every object only when first polled. A
+/// propagation round that polled it only after changing the store secret timed the operator
+/// against its own benchmark's LIST of all N targets (and their decoding), which the floor
+/// never pays. So the watch runs in a task of its own from here on, and this returns once its
+/// initial list is read; arrival times are taken in that task, not when the round's loop gets to
+/// them. The task ends with the receiver.
+pub async fn changes_after_list<K, S>(events: S) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(Instant, K)>>
+where
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        let mut listed_tx = Some(listed_tx);
+        loop {
+            let event = tokio::select! {
+                () = tx.closed() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if let Some(l) = listed_tx.take() {
+                        let _ = l.send(());
+                    }
+                }
+                // Objects of the initial list are the baseline, not changes; those of a
+                // re-list after a broken watch may be changes, so they count.
+                Some(Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) if listed_tx.is_none() => {
+                    let _ = tx.send((Instant::now(), obj));
+                }
+                Some(_) => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(300), listed)
+        .await
+        .map_err(|_| anyhow::anyhow!("the benchmark's watch did not list within 300 s"))?
+        .map_err(|_| anyhow::anyhow!("the benchmark's watch ended before its first list"))?;
+    Ok(rx)
 }

@@ -6,12 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
     api::{GroupVersionKind, PartialObjectMeta},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
 use secretref::api::SecretRef;
 
@@ -140,30 +139,33 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             .filter(|i| i % args.store_secrets == round)
             .map(|i| format!("sr-{i}"))
             .collect();
-        let mut events = watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        // Let the watch start before the change.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let changed_at = Instant::now();
         cluster::touch_store_secret(client, round, args.value_offset + round + 1).await?;
-        let mut seen = HashSet::new();
+        let (mut seen, from) = (HashSet::new(), samples.len());
         let deadline = changed_at + Duration::from_secs(120);
         while seen.len() < expected.len() && Instant::now() < deadline {
-            let Ok(Some(Ok(s))) = tokio::time::timeout(Duration::from_secs(5), events.next()).await else {
+            let Ok(Some((arrived, s))) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await else {
                 continue;
             };
             let name = s.name_any();
             let hash = s.annotations().get("secretref.dev/data-hash").cloned();
             if expected.contains(&name) && hash.is_some() && hash.as_ref() != baseline.get(&name) && seen.insert(name) {
-                samples.push(changed_at.elapsed().as_secs_f64() * 1000.0);
+                samples.push(arrived.duration_since(changed_at).as_secs_f64() * 1000.0);
             }
         }
         eprintln!(
-            "bench: propagation round {round}: {}/{} targets updated",
+            "bench: propagation round {round}: {}/{} targets updated; {}",
             seen.len(),
-            expected.len()
+            expected.len(),
+            measure::round_spread(samples[from..].to_vec())
         );
+        if let Some(pause) = std::env::var("SECRETREF_BENCH_ROUND_PAUSE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+        }
     }
     Ok(samples)
 }

@@ -5,13 +5,15 @@
 //!
 //! Events go through a bounded queue to a few senders, like client-go's broadcaster: a burst
 //! (a store change used by thousands of SecretRefs) does not hold thousands of requests in
-//! memory, and the senders wait for the syncs to run first ([`Gate`]), so Events never compete
-//! with the target writes for the API server; when the queue is full an Event is dropped and
-//! counted, never the sync.
+//! memory, and the senders wait for the syncs to run first ([`Gate`], each Event as long as its
+//! [`Urgency`] allows), so Events never compete with the target writes for the API server;
+//! when the queue is full an Event is dropped and counted, never the sync.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
     apimachinery::pkg::apis::meta::v1::MicroTime,
@@ -21,10 +23,9 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio::{sync::mpsc, time::Instant};
 use tracing::warn;
 
-use super::priority::{Gate, MAX_DEFER};
+use super::priority::{Gate, Lanes, Urgency};
 
 #[derive(Clone, Debug, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -34,12 +35,14 @@ pub enum EventType {
 
 /// Events waiting to be sent, at most; more are dropped.
 const QUEUE: usize = 1024;
-/// Events sent at once.
+/// Events sent at once, per lane.
 const SENDERS: usize = 4;
 
 #[derive(Clone)]
 pub struct Publisher {
-    queue: mpsc::Sender<(String, Event, Instant)>,
+    queue: Lanes<(String, Event)>,
+    /// Events queued and not sent yet, both lanes together.
+    queued: Arc<AtomicUsize>,
     dropped: Counter,
     instance: String,
 }
@@ -56,29 +59,33 @@ pub const CONTROLLER: &str = "secretref";
 impl Publisher {
     /// Starts the senders (they stop when every Publisher is dropped).
     pub fn start(client: Client, instance: Option<String>, dropped: Counter, gate: Arc<Gate>) -> Self {
-        let (queue, pending) = mpsc::channel::<(String, Event, Instant)>(QUEUE);
-        tokio::spawn(
-            futures::stream::unfold(pending, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
-                .for_each_concurrent(SENDERS, move |(namespace, event, queued)| {
-                    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-                    let gate = gate.clone();
-                    async move {
-                        gate.idle_or(queued + MAX_DEFER).await;
-                        if let Err(e) = api.create(&PostParams::default(), &event).await {
-                            warn!(error = %e, "event not published");
-                        }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let sent = queued.clone();
+        let queue = Lanes::start(
+            gate,
+            SENDERS,
+            std::future::pending(),
+            move |(namespace, event): (String, Event)| {
+                let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+                let sent = sent.clone();
+                async move {
+                    sent.fetch_sub(1, Ordering::SeqCst);
+                    if let Err(e) = api.create(&PostParams::default(), &event).await {
+                        warn!(error = %e, "event not published");
                     }
-                }),
+                }
+            },
         );
         Publisher {
             queue,
+            queued,
             dropped,
             instance: instance.unwrap_or_else(|| CONTROLLER.to_string()),
         }
     }
 
     /// Queues the Event: an Event is a report, not a step of the sync.
-    pub fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
+    pub fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String, urgency: Urgency) {
         let Some(namespace) = regarding.namespace.clone() else {
             return;
         };
@@ -103,7 +110,8 @@ impl Publisher {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        if self.queue.try_send((namespace, event, Instant::now())).is_err() {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE || !self.queue.send(urgency, (namespace, event)) {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             self.dropped.inc();
         }
     }
@@ -128,7 +136,13 @@ mod tests {
         // The single-threaded test runtime does not run the senders until this test yields,
         // so exactly the queue's capacity is accepted.
         for _ in 0..QUEUE + 10 {
-            publisher.publish(regarding.clone(), EventType::Normal, "Synced", "note".into());
+            publisher.publish(
+                regarding.clone(),
+                EventType::Normal,
+                "Synced",
+                "note".into(),
+                Urgency::Prompt,
+            );
         }
         assert_eq!(dropped.get(), 10);
     }

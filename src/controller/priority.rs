@@ -2,16 +2,118 @@
 //! what the user waits for is the targets; statuses and Events report on those writes and can
 //! wait until the syncs have run, so they never compete with them for the API server. They
 //! wait a bounded time, so a steady stream of syncs delays them but never starves them.
+//!
+//! How long depends on what a report says. One a user or a tool waits for (Ready appearing or
+//! changing, a failure, the record a rollout restart is decided by) waits at most
+//! [`MAX_DEFER`]. One that only records another sync of a SecretRef that stays Ready (its new
+//! dataHash after a store change) waits for a pause in the syncs, up to [`LAZY_MAX_DEFER`]:
+//! with the short bound, the reports of one fan-out were written in the middle of the next
+//! (measured: a store change 4 s after another reached its last target 2.5x later than the
+//! API server can apply them; with the reports waiting for the pause, 1.1x). Each kind has its
+//! own lane of writers, so a prompt report never queues behind a lazy one.
 
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
-use tokio::{sync::Notify, time::Instant};
+use futures::{FutureExt, StreamExt};
+use tokio::{
+    sync::{Notify, mpsc},
+    time::Instant,
+};
 
-/// How long a report waits for the syncs at most.
+/// How long a prompt report waits for the syncs at most.
 pub const MAX_DEFER: Duration = Duration::from_secs(5);
+/// How long a lazy report waits for the syncs at most.
+pub const LAZY_MAX_DEFER: Duration = Duration::from_secs(60);
+
+/// How soon a report must reach the API server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// Someone waits for it: at most [`MAX_DEFER`] behind the syncs.
+    Prompt,
+    /// Only a record of another sync: behind the syncs, up to [`LAZY_MAX_DEFER`].
+    Lazy,
+}
+
+impl Urgency {
+    fn max_defer(self) -> Duration {
+        match self {
+            Urgency::Prompt => MAX_DEFER,
+            Urgency::Lazy => LAZY_MAX_DEFER,
+        }
+    }
+}
+
+/// Work done behind the syncs: one lane of `per_lane` workers per [`Urgency`], each item
+/// started once no sync runs or its deadline has passed.
+#[derive(Debug)]
+pub struct Lanes<T> {
+    prompt: mpsc::UnboundedSender<(T, Instant)>,
+    lazy: mpsc::UnboundedSender<(T, Instant)>,
+}
+
+impl<T> Clone for Lanes<T> {
+    fn clone(&self) -> Self {
+        Lanes {
+            prompt: self.prompt.clone(),
+            lazy: self.lazy.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Lanes<T> {
+    /// Starts the workers; they run `work` on each item until `stop` completes or every
+    /// sender is dropped.
+    pub fn start<F, Fut>(
+        gate: Arc<Gate>,
+        per_lane: usize,
+        stop: impl Future<Output = ()> + Clone + Send + 'static,
+        work: F,
+    ) -> Self
+    where
+        F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let lane = |stop: futures::future::BoxFuture<'static, ()>| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<(T, Instant)>();
+            let (gate, work) = (gate.clone(), work.clone());
+            let workers = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).for_each_concurrent(
+                per_lane,
+                move |(item, deadline)| {
+                    let (gate, work) = (gate.clone(), work.clone());
+                    async move {
+                        gate.idle_or(deadline).await;
+                        work(item).await;
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                futures::future::select(Box::pin(workers), stop).await;
+            });
+            tx
+        };
+        Lanes {
+            prompt: lane(stop.clone().boxed()),
+            lazy: lane(stop.boxed()),
+        }
+    }
+
+    /// Queues `item`; false when the workers have stopped.
+    pub fn send(&self, urgency: Urgency, item: T) -> bool {
+        let deadline = Instant::now() + urgency.max_defer();
+        let lane = match urgency {
+            Urgency::Prompt => &self.prompt,
+            Urgency::Lazy => &self.lazy,
+        };
+        lane.send((item, deadline)).is_ok()
+    }
+}
 
 /// Counts the syncs running and wakes whoever waits for none to run.
 #[derive(Debug, Default)]
@@ -88,6 +190,47 @@ mod tests {
             start.elapsed(),
             MAX_DEFER,
             "a steady stream of syncs delays, never starves"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prompt_report_never_waits_behind_a_lazy_one() {
+        let gate = Arc::new(Gate::default());
+        let (done, mut finished) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        let lanes = Lanes::start(
+            gate.clone(),
+            1,
+            futures::future::pending::<()>(),
+            move |name: &'static str| {
+                let done = done.clone();
+                async move {
+                    let _ = done.send((name, start.elapsed()));
+                }
+            },
+        );
+        let busy = gate.enter();
+        assert!(lanes.send(Urgency::Lazy, "lazy"));
+        assert!(lanes.send(Urgency::Prompt, "prompt"));
+        assert_eq!(
+            finished.recv().await,
+            Some(("prompt", MAX_DEFER)),
+            "one worker per lane"
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(busy);
+        assert_eq!(
+            finished.recv().await,
+            Some(("lazy", MAX_DEFER + Duration::from_secs(10))),
+            "a lazy report goes at the pause"
+        );
+        let _busy = gate.enter();
+        let queued = Instant::now();
+        assert!(lanes.send(Urgency::Lazy, "starved?"));
+        assert_eq!(
+            finished.recv().await,
+            Some(("starved?", queued - start + LAZY_MAX_DEFER)),
+            "never starved"
         );
     }
 }

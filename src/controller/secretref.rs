@@ -11,6 +11,7 @@ use tracing::{info, instrument, warn};
 use super::{
     context::Context,
     events::EventType,
+    priority::Urgency,
     resolve, rollout,
     status::{self, Synced},
     target, usage,
@@ -59,9 +60,14 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
         .and_then(|s| find_ready(&s.conditions))
         .map(|c| c.reason.clone());
     let next = status::next_status(previous.as_ref(), sr.meta().generation, &outcome, super::status::now());
-    // Written behind the syncs (status_queue), retried there until it lands.
+    // Written behind the syncs (status_queue), retried there until it lands. The status a
+    // rollout restart is decided by is prompt: a restart in between must not restart twice.
     if previous.as_ref() != Some(&next) {
-        ctx.status_queue.decide(key(&sr), next);
+        let urgency = match status::urgency(previous.as_ref(), &next) {
+            Urgency::Lazy if sr.spec.rollout_restart.is_empty() => Urgency::Lazy,
+            _ => Urgency::Prompt,
+        };
+        ctx.status_queue.decide(key(&sr), next, urgency);
     }
     publish_events(&sr, &ctx, &outcome, previous_reason.as_deref());
     match outcome {
@@ -153,7 +159,14 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
                 "keys that are not environment variable names (envFrom skips them): {}",
                 merged.not_env_keys.join(", ")
             );
-            publish(ctx, sr, EventType::Warning, Reason::InvalidKeys.as_str(), note);
+            publish(
+                ctx,
+                sr,
+                EventType::Warning,
+                Reason::InvalidKeys.as_str(),
+                note,
+                Urgency::Prompt,
+            );
         }
     }
     // Restart only on a real change of data: never for the first sync, a no-op resync, an
@@ -162,7 +175,14 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
         let at = jiff::Timestamp::now().to_string();
         let failures = rollout::restart(&ctx.client, &namespace, &sr.spec.rollout_restart, &at).await;
         for failure in failures {
-            publish(ctx, sr, EventType::Warning, "RolloutRestartFailed", failure);
+            publish(
+                ctx,
+                sr,
+                EventType::Warning,
+                "RolloutRestartFailed",
+                failure,
+                Urgency::Prompt,
+            );
         }
     }
     let read = merged.sources.iter().filter(|s| s.version.is_some()).count();
@@ -230,15 +250,30 @@ fn publish_events(sr: &SecretRef, ctx: &Context, outcome: &Result<Synced, SyncEr
             // Repeats of an Event are folded into a series that keeps the first note, so the
             // note says what stays true; the status message has the details.
             let note = format!("Secret {:?} is in step with its store", sr.target_name());
-            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), note);
+            // A recovery is news; another change of a SecretRef that stays Ready waits for
+            // a pause in the syncs.
+            let urgency = if previous_reason == Some(Reason::Synced.as_str()) {
+                Urgency::Lazy
+            } else {
+                Urgency::Prompt
+            };
+            publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), note, urgency);
         }
         Err(e) if previous_reason != Some(e.reason().as_str()) => {
-            publish(ctx, sr, EventType::Warning, e.reason().as_str(), e.to_string());
+            let reason = e.reason();
+            publish(
+                ctx,
+                sr,
+                EventType::Warning,
+                reason.as_str(),
+                e.to_string(),
+                Urgency::Prompt,
+            );
         }
         _ => {}
     }
 }
 
-fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String) {
-    ctx.events.publish(sr.object_ref(&()), type_, reason, note);
+fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String, urgency: Urgency) {
+    ctx.events.publish(sr.object_ref(&()), type_, reason, note, urgency);
 }

@@ -3,6 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::priority::Urgency;
 use crate::{
     api::{Condition, Reason, SecretRefStatus, SourceStatus, condition::find_ready},
     error::SyncError,
@@ -65,6 +66,24 @@ pub fn next_status(
     status.conditions.retain(|c| c.type_ != condition.type_);
     status.conditions.push(condition);
     status
+}
+
+/// How soon a decided status must be written: promptly when it says something a user or a
+/// tool waits for (the first status, Ready's status or reason changing, a new
+/// observedGeneration); lazily when it only records another sync of a SecretRef that stays
+/// Ready (new dataHash, sources, lastSyncTime, message).
+pub fn urgency(previous: Option<&SecretRefStatus>, next: &SecretRefStatus) -> Urgency {
+    let ready = |s: &SecretRefStatus| find_ready(&s.conditions).map(|c| (c.status.clone(), c.reason.clone()));
+    match previous {
+        Some(p)
+            if p.observed_generation == next.observed_generation
+                && ready(p).is_some_and(|r| r.0 == "True")
+                && ready(p) == ready(next) =>
+        {
+            Urgency::Lazy
+        }
+        _ => Urgency::Prompt,
+    }
 }
 
 /// The status last decided for each SecretRef (`namespace/name`): newer than the cached
@@ -211,6 +230,25 @@ mod tests {
         let recovered = next_status(Some(&worse), Some(2), &synced("h2", true), t(40));
         assert_eq!(recovered.last_sync_time, Some(t(40)));
         assert_eq!(recovered.conditions.len(), 1);
+    }
+
+    #[test]
+    fn only_news_is_prompt() {
+        let first = next_status(None, Some(1), &synced("h1", true), t(10));
+        assert_eq!(urgency(None, &first), Urgency::Prompt, "Ready appearing");
+        let rotated = next_status(Some(&first), Some(1), &synced("h2", true), t(20));
+        assert_eq!(urgency(Some(&first), &rotated), Urgency::Lazy, "another sync, still Ready");
+        let failed = next_status(
+            Some(&rotated),
+            Some(1),
+            &Err(SyncError::MissingRequiredKeys { keys: vec!["A".into()] }),
+            t(30),
+        );
+        assert_eq!(urgency(Some(&rotated), &failed), Urgency::Prompt, "a failure");
+        let recovered = next_status(Some(&failed), Some(1), &synced("h3", true), t(40));
+        assert_eq!(urgency(Some(&failed), &recovered), Urgency::Prompt, "a recovery");
+        let edited = next_status(Some(&recovered), Some(2), &synced("h3", false), t(50));
+        assert_eq!(urgency(Some(&recovered), &edited), Urgency::Prompt, "a new generation");
     }
 
     #[test]

@@ -1,27 +1,29 @@
 //! SecretRef statuses are written behind the syncs, not inside them: a reconcile decides the
 //! status (into the [`StatusMemo`]) and goes on; writers send it once no sync runs (or after
-//! [`MAX_DEFER`]), so a fan-out writes all its targets first. Several decisions about one
+//! its [`Urgency`]'s bound), so a fan-out writes all its targets first. Several decisions about one
 //! SecretRef before its write cost one write (the newest). A write that fails is retried with
 //! backoff until it lands or the SecretRef is gone; a restart loses nothing, because a
 //! SecretRef whose status is behind decides it again on its first sync.
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt, future::BoxFuture, future::Shared};
+use futures::{
+    StreamExt,
+    future::{BoxFuture, Shared},
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
-use tokio::{sync::mpsc, time::Instant};
 use tracing::warn;
 
 use super::{
-    priority::{Gate, MAX_DEFER},
+    priority::{Gate, Lanes, Urgency},
     status::StatusMemo,
 };
 use crate::api::{SecretRef, SecretRefStatus};
 
-/// Statuses written at once.
+/// Statuses written at once, per lane.
 const WRITERS: usize = 8;
 /// Statuses written at once on shutdown, when no sync competes any more.
 const FLUSH_WRITERS: usize = 32;
@@ -31,7 +33,7 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 
 struct Job {
     key: String,
-    queued: Instant,
+    urgency: Urgency,
     failures: u32,
 }
 
@@ -39,7 +41,8 @@ struct Job {
 #[derive(Clone)]
 pub struct StatusQueue {
     memo: Arc<StatusMemo>,
-    jobs: mpsc::UnboundedSender<Job>,
+    /// Set once the writers run: they hold a queue themselves, to queue their retries.
+    jobs: Arc<std::sync::OnceLock<Lanes<Job>>>,
     client: Client,
 }
 
@@ -52,37 +55,32 @@ impl std::fmt::Debug for StatusQueue {
 impl StatusQueue {
     /// Starts the writers; they stop at `stop`.
     pub fn start(client: Client, memo: Arc<StatusMemo>, gate: Arc<Gate>, stop: Shared<BoxFuture<'static, ()>>) -> Self {
-        let (jobs, pending) = mpsc::unbounded_channel::<Job>();
-        let queue = StatusQueue { memo, jobs, client };
+        let queue = StatusQueue {
+            memo,
+            jobs: Default::default(),
+            client,
+        };
         let writer = queue.clone();
-        let writers = futures::stream::unfold(pending, |mut rx| async move { rx.recv().await.map(|j| (j, rx)) })
-            .for_each_concurrent(WRITERS, move |job| {
-                let (writer, gate) = (writer.clone(), gate.clone());
-                async move {
-                    gate.idle_or(job.queued + MAX_DEFER).await;
-                    writer.write(job).await;
-                }
-            });
-        tokio::spawn(async move {
-            futures::future::select(writers.boxed(), stop).await;
+        let lanes = Lanes::start(gate, WRITERS, stop, move |job| {
+            let writer = writer.clone();
+            async move { writer.write(job).await }
         });
+        let _ = queue.jobs.set(lanes);
         queue
     }
 
     /// Records the status decided for `key` (`namespace/name`) and queues its write.
-    pub fn decide(&self, key: String, status: SecretRefStatus) {
+    pub fn decide(&self, key: String, status: SecretRefStatus, urgency: Urgency) {
         self.memo.set(key.clone(), status, false);
-        self.send(key, 0);
+        self.send(key, urgency, 0);
     }
 
-    fn send(&self, key: String, failures: u32) {
-        let job = Job {
-            key,
-            queued: Instant::now(),
-            failures,
-        };
+    fn send(&self, key: String, urgency: Urgency, failures: u32) {
+        let job = Job { key, urgency, failures };
         // The writers stopped (shutdown): the next leader decides the status again.
-        let _ = self.jobs.send(job);
+        if let Some(lanes) = self.jobs.get() {
+            lanes.send(urgency, job);
+        }
     }
 
     /// Writes the newest undecided-upon status of the job's SecretRef, if it still has one.
@@ -99,7 +97,7 @@ impl StatusQueue {
                 let queue = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    queue.send(job.key, job.failures + 1);
+                    queue.send(job.key, job.urgency, job.failures + 1);
                 });
             }
         }
