@@ -225,12 +225,6 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             expected.len(),
             measure::round_spread(samples[from..].to_vec())
         );
-        if let Some(pause) = std::env::var("SECRETREF_BENCH_ROUND_PAUSE")
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
-            tokio::time::sleep(Duration::from_secs(pause)).await;
-        }
     }
     Ok(samples)
 }
