@@ -45,6 +45,8 @@ pub struct Context {
     pub status_queue: super::status_queue::StatusQueue,
     /// Counts the syncs running: statuses and Events wait for them.
     pub gate: Arc<super::priority::Gate>,
+    /// When each SecretRef syncs again at its refresh interval.
+    pub refresh: super::refresh::Refresh,
 }
 
 impl Context {

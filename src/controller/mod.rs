@@ -12,6 +12,7 @@ mod leader;
 mod preflight;
 mod priority;
 mod reads;
+mod refresh;
 mod resolve;
 mod rollout;
 mod scope;

@@ -74,11 +74,10 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
         Ok(_) => {
             ctx.backoff.reset(&key(&sr));
             let interval: Duration = sr.spec.refresh_interval.into();
-            Ok(if interval.is_zero() {
-                Action::await_change()
-            } else {
-                Action::requeue(next_refresh(&sr, interval))
-            })
+            if !interval.is_zero() {
+                ctx.refresh.schedule(&key(&sr), next_refresh(&sr, interval));
+            }
+            Ok(Action::await_change())
         }
         Err(e) => Err(e),
     }

@@ -27,6 +27,7 @@ use super::{
     cluster_secretref::{self, FleetContext},
     priority::Gate,
     reads::SharedReads,
+    refresh::Refresh,
     scope, secretref,
     status::StatusMemo,
     status_queue::StatusQueue,
@@ -115,6 +116,7 @@ pub async fn run_controllers(
     let css_controller =
         Controller::for_stream(objects_only(css_stream), css_reader.clone()).graceful_shutdown_on(shutdown.clone());
     let gate = Arc::new(Gate::default());
+    let refresh = Refresh::default();
     let statuses = Arc::new(StatusMemo::default());
     let status_queue = StatusQueue::start(client.clone(), statuses.clone(), gate.clone(), shutdown.clone());
     let ctx = Arc::new(Context {
@@ -141,6 +143,7 @@ pub async fn run_controllers(
         statuses: statuses.clone(),
         status_queue: status_queue.clone(),
         gate,
+        refresh: refresh.clone(),
     });
 
     let (sr_reader, sr_writer) = reflector::store();
@@ -156,6 +159,7 @@ pub async fn run_controllers(
             let (usage, reader) = (usage.clone(), sr_reader.clone());
             let owners = owner_changes.clone();
             let specs = specs.clone();
+            let refresh = refresh.clone();
             move |event| {
                 // A status the watch shows written needs no memo any more.
                 if let Ok(watcher::Event::Apply(sr) | watcher::Event::InitApply(sr)) = event {
@@ -166,6 +170,7 @@ pub async fn run_controllers(
                         usage.forget(&usage::object_ref(sr));
                         statuses.observe(&secretref::key(sr), None);
                         specs.forget(&secretref::key(sr));
+                        refresh.forget(&secretref::key(sr));
                     }
                     Ok(watcher::Event::InitDone) => usage.retain(|r| reader.get(r).is_some()),
                     _ => {}
@@ -201,6 +206,7 @@ pub async fn run_controllers(
             Some(ObjectRef::<SecretRef>::new(&name).within(&secret.namespace()?))
         })
         .reconcile_on(woken)
+        .reconcile_on(refresh.triggers())
         .watches_stream(objects_only(store_changes), move |store: SecretStore| {
             let ns = store.namespace();
             by_store
