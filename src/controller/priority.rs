@@ -115,11 +115,18 @@ impl<T: Send + 'static> Lanes<T> {
     }
 }
 
+/// How long no sync must have run before reports go: the syncs of a fan-out follow each other
+/// with short gaps (the controller's dispatch between two of them), and reports sent in every
+/// such gap would compete with the fan-out after all.
+pub const QUIET: Duration = Duration::from_millis(250);
+
 /// Counts the syncs running and wakes whoever waits for none to run.
 #[derive(Debug, Default)]
 pub struct Gate {
     busy: AtomicUsize,
     idle: Notify,
+    /// When the last sync ended (none yet: `None`).
+    last_end: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A sync in progress; dropping it ends it.
@@ -133,15 +140,26 @@ impl Gate {
         Busy(self)
     }
 
-    /// Returns once no sync runs, or at `deadline`.
+    /// Returns once no sync has run for [`QUIET`], or at `deadline`.
     pub async fn idle_or(&self, deadline: Instant) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             // Registered before the check, so an end of the last sync in between is not missed.
             notified.as_mut().enable();
-            if self.busy.load(Ordering::SeqCst) == 0 {
+            let now = Instant::now();
+            if now >= deadline {
                 return;
+            }
+            if self.busy.load(Ordering::SeqCst) == 0 {
+                let last_end = *self.last_end.lock().unwrap_or_else(|p| p.into_inner());
+                let quiet_from = last_end.map_or(now, |t| t + QUIET);
+                if now >= quiet_from {
+                    return;
+                }
+                // Look again then: a sync may have started (and ended) meanwhile.
+                tokio::time::sleep_until(quiet_from.min(deadline)).await;
+                continue;
             }
             tokio::select! {
                 _ = notified => {}
@@ -154,6 +172,7 @@ impl Gate {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             self.0.idle.notify_waiters();
         }
     }
@@ -181,9 +200,26 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         drop(busy);
         let woke = waiter.await.expect("waiter");
-        assert_eq!(woke - start, Duration::from_secs(1), "woken when the last sync ended");
+        assert_eq!(
+            woke - start,
+            Duration::from_secs(1) + QUIET,
+            "woken once the last sync ended and nothing followed"
+        );
 
+        // A gap shorter than QUIET between two syncs does not let reports through.
+        drop(gate.enter());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.idle_or(Instant::now() + MAX_DEFER).await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(QUIET / 2).await;
         let _busy = gate.enter();
+        assert_eq!(waiter.await.expect("waiter") - start, MAX_DEFER);
+
         let start = Instant::now();
         gate.idle_or(start + MAX_DEFER).await;
         assert_eq!(
@@ -221,7 +257,7 @@ mod tests {
         drop(busy);
         assert_eq!(
             finished.recv().await,
-            Some(("lazy", MAX_DEFER + Duration::from_secs(10))),
+            Some(("lazy", MAX_DEFER + Duration::from_secs(10) + QUIET)),
             "a lazy report goes at the pause"
         );
         let _busy = gate.enter();

@@ -237,7 +237,11 @@ mod tests {
         let first = next_status(None, Some(1), &synced("h1", true), t(10));
         assert_eq!(urgency(None, &first), Urgency::Prompt, "Ready appearing");
         let rotated = next_status(Some(&first), Some(1), &synced("h2", true), t(20));
-        assert_eq!(urgency(Some(&first), &rotated), Urgency::Lazy, "another sync, still Ready");
+        assert_eq!(
+            urgency(Some(&first), &rotated),
+            Urgency::Lazy,
+            "another sync, still Ready"
+        );
         let failed = next_status(
             Some(&rotated),
             Some(1),
