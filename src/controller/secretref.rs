@@ -259,15 +259,8 @@ fn publish_events(sr: &SecretRef, ctx: &Context, outcome: &Result<Synced, SyncEr
             publish(ctx, sr, EventType::Normal, Reason::Synced.as_str(), note, urgency);
         }
         Err(e) if previous_reason != Some(e.reason().as_str()) => {
-            let reason = e.reason();
-            publish(
-                ctx,
-                sr,
-                EventType::Warning,
-                reason.as_str(),
-                e.to_string(),
-                Urgency::Prompt,
-            );
+            let (reason, note) = (e.reason(), e.to_string());
+            publish(ctx, sr, EventType::Warning, reason.as_str(), note, Urgency::Prompt);
         }
         _ => {}
     }
