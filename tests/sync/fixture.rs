@@ -96,6 +96,23 @@ impl Fixture {
         .await
     }
 
+    /// Waits until the SecretRef's status reports the target's current data (its dataHash is
+    /// the target's data-hash annotation). Statuses are written after the targets, coalesced,
+    /// so a test that reads a status after seeing a target change must wait for this first.
+    pub async fn wait_status_caught_up(&self, name: &str) -> SecretRef {
+        eventually(
+            WAIT,
+            &format!("SecretRef {name}'s status to report its target"),
+            || async {
+                let secret = self.secrets().get_opt(name).await.ok()??;
+                let hash = secret.metadata.annotations?.get("secretref.dev/data-hash")?.clone();
+                let sr = self.secretrefs().get_opt(name).await.ok()??;
+                (sr.status.as_ref()?.data_hash.as_deref() == Some(hash.as_str())).then_some(sr)
+            },
+        )
+        .await
+    }
+
     /// The target's data as strings, or `None` if it does not exist.
     pub async fn target(&self, name: &str) -> Option<BTreeMap<String, String>> {
         let secret = self.secrets().get_opt(name).await.expect("get target")?;

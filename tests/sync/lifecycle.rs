@@ -329,11 +329,10 @@ async fn force_sync_annotation_and_rollout_restart() {
     let first = eventually(WAIT, "a restart", &restarted_at).await;
 
     // A forced but no-op sync, and an operator restart, do not.
+    // (The status of that sync may still be queued behind the target's write.)
     let before = f
-        .secretrefs()
-        .get("app")
+        .wait_status_caught_up("app")
         .await
-        .expect("sr")
         .status
         .and_then(|s| s.last_sync_time);
     let force = json!({ "metadata": { "annotations": { "secretref.dev/force-sync": "1" } } });
