@@ -56,6 +56,7 @@ pub struct Metrics {
     pub read_cache_hits: Counter,
     pub syncs_in_flight: Gauge,
     pub target_writes: Counter,
+    pub target_reads: Counter,
     pub events_dropped: Counter,
     pub managed_secrets: Gauge,
     pub leader: Gauge,
@@ -86,6 +87,7 @@ impl Default for Metrics {
         let read_cache_hits = Counter::default();
         let syncs_in_flight = Gauge::default();
         let target_writes = Counter::default();
+        let target_reads = Counter::default();
         let events_dropped = Counter::default();
         let managed_secrets = Gauge::default();
         let leader = Gauge::default();
@@ -140,6 +142,11 @@ impl Default for Metrics {
             target_writes.clone(),
         );
         registry.register(
+            "target_reads",
+            "Reads of target Secrets (those the target watch's metadata cannot vouch for)",
+            target_reads.clone(),
+        );
+        registry.register(
             "events_dropped",
             "Events not published because the queue of Events to send was full",
             events_dropped.clone(),
@@ -166,6 +173,7 @@ impl Default for Metrics {
             read_cache_hits,
             syncs_in_flight,
             target_writes,
+            target_reads,
             events_dropped,
             managed_secrets,
             leader,

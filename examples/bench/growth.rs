@@ -129,7 +129,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
 pub fn table(g: &Growth) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut out = format!(
-        "\ngrowth (store secrets {}, concurrency {})\n{:>8}{:>10}{:>10}{:>10}{:>10}{:>8}{:>10}{:>10}{:>8}{:>10}{:>9}{:>9}\n",
+        "\ngrowth (store secrets {}, concurrency {})\n{:>8}{:>10}{:>10}{:>10}{:>10}{:>8}{:>10}{:>10}{:>8}{:>10}{:>9}{:>9}{:>9}\n",
         g.store_secrets,
         g.concurrency,
         "N",
@@ -143,12 +143,13 @@ pub fn table(g: &Growth) -> String {
         "x floor",
         "restart s",
         "r.writes",
-        "r.reads"
+        "r.reads",
+        "r.store"
     );
     for p in &g.growth {
         let r = p.restart.as_ref();
         out.push_str(&format!(
-            "{:>8}{:>10.1}{:>10.1}{:>10.0}{:>10.0}{:>8.2}{:>10.2}{:>10.0}{:>8.2}{:>10.1}{:>9.0}{:>9.0}\n",
+            "{:>8}{:>10.1}{:>10.1}{:>10.0}{:>10.0}{:>8.2}{:>10.2}{:>10.0}{:>8.2}{:>10.1}{:>9.0}{:>9.0}{:>9.0}\n",
             p.refs,
             mib(p.peak_rss_bytes),
             mib(p.settled_rss_bytes),
@@ -161,6 +162,7 @@ pub fn table(g: &Growth) -> String {
             r.map_or(f64::NAN, |r| r.seconds),
             r.map_or(f64::NAN, |r| r.writes),
             r.map_or(f64::NAN, |r| r.target_reads),
+            r.map_or(f64::NAN, |r| r.store_reads),
         ));
     }
     out.push_str(&format!(

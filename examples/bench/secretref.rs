@@ -187,10 +187,14 @@ pub async fn restart(client: &Client, args: &Args) -> anyhow::Result<(Restart, u
     .await?;
     let seconds = started.elapsed().as_secs_f64();
     let after = cluster::apiserver_requests(client).await?;
-    let restart = Restart::from_requests(seconds, lead_seconds, &before, &after);
+    let reads = (
+        op.metric_sum("secretref_target_reads_total", &[]),
+        op.metric_sum("secretref_backend_calls_total", &["operation=\"get\""]),
+    );
+    let restart = Restart::from_requests((seconds, lead_seconds), reads, &before, &after);
     eprintln!(
-        "bench: secretref restart: {seconds:.1}s to check {} SecretRefs, {} writes, {} target reads",
-        args.refs, restart.writes, restart.target_reads
+        "bench: secretref restart: {seconds:.1}s to check {} SecretRefs, {} writes, {} target reads, {} store reads ({} GETs of Secrets in all)",
+        args.refs, restart.writes, restart.target_reads, restart.store_reads, restart.secret_gets
     );
     let rss = measure::settled_rss(op, args, "secretref_reconciles_total", &["kind=\"SecretRef\""]).await?;
     Ok((restart, rss))

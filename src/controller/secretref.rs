@@ -147,7 +147,16 @@ async fn sync(sr: &SecretRef, ctx: &Context, previous: Option<&SecretRefStatus>)
     let data_hash = ctx.hash_key.data_hash(&sr.spec.target.r#type, &merged.data);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     ctx.targets.wait_listed(TARGETS_LIST_WAIT).await;
-    let wrote = target::apply(&secrets, &ctx.targets, &ctx.written, sr, &merged.data, &data_hash).await?;
+    let wrote = target::apply(
+        &secrets,
+        &ctx.targets,
+        &ctx.written,
+        sr,
+        &merged.data,
+        &data_hash,
+        &ctx.metrics.target_reads,
+    )
+    .await?;
 
     let previous_hash = previous.and_then(|s| s.data_hash.as_deref());
     if wrote {

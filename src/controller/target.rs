@@ -11,6 +11,7 @@ use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
 };
+use prometheus_client::metrics::counter::Counter;
 
 use super::{
     created,
@@ -239,6 +240,7 @@ pub async fn apply(
     sr: &SecretRef,
     data: &SecretData,
     data_hash: &str,
+    reads: &Counter,
 ) -> Result<bool, SyncError> {
     let target = sr.target_name();
     let namespace = sr.namespace().unwrap_or_default();
@@ -301,6 +303,7 @@ pub async fn apply(
     // then and would pass them now: a new value needs no read first (a change of value fans
     // out to every SecretRef that uses the secret, one apply each).
     if untouched.is_none() {
+        reads.inc();
         let existing = api
             .get_opt(&target)
             .await

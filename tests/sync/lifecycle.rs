@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::{
     fixture::{Fixture, WAIT},
-    support::eventually,
+    support::{eventually, metric_sum},
 };
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn merges_in_order_with_environments_keys_and_files() {
 
 #[tokio::test]
 async fn store_changes_propagate_and_unchanged_data_costs_no_write() {
-    let f = Fixture::new("propagate").await;
+    let mut f = Fixture::new("propagate").await;
     f.put("main", "a", &[("A", "1")]).await;
     f.apply(
         "SecretRef",
@@ -154,6 +154,27 @@ async fn store_changes_propagate_and_unchanged_data_costs_no_write() {
         events.iter().filter(|e| e.1 == "Synced").map(|e| e.3).sum::<i32>(),
         2,
         "{counted:?} then {events:?}"
+    );
+
+    // A restarted operator (an upgrade, a failover) knows the target is in step from the
+    // target watch's metadata alone: it neither reads nor writes it.
+    f.stop_operator().await;
+    f.start_operator();
+    let operator = f.operator.as_ref().expect("operator");
+    let metrics = eventually(WAIT, "the restarted operator to check app", || async {
+        let m = operator.metrics().await;
+        (metric_sum(&m, "secretref_reconciles_total", &["kind=\"SecretRef\""]) >= 1.0).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        metric_sum(&metrics, "secretref_target_reads_total", &[]),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "secretref_target_writes_total", &[]),
+        0.0,
+        "{metrics}"
     );
 }
 
