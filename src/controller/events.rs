@@ -38,13 +38,49 @@ const QUEUE: usize = 1024;
 /// Events sent at once, per lane.
 const SENDERS: usize = 4;
 
+/// An Event waiting to be sent: what it says, not the Event itself (an Event object is about
+/// 1 KiB before its strings; a fan-out queues a thousand of them).
+struct Pending {
+    regarding: ObjectReference,
+    type_: EventType,
+    reason: &'static str,
+    note: String,
+    at: jiff::Timestamp,
+}
+
+impl Pending {
+    /// The Event to create, in the regarding object's namespace.
+    fn event(self, namespace: &str, instance: &str) -> Event {
+        Event {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    self.regarding.name.as_deref().unwrap_or(CONTROLLER),
+                    self.at.as_nanosecond()
+                )),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(self.at)),
+            action: Some("Sync".into()),
+            reason: Some(self.reason.to_string()),
+            note: Some(self.note),
+            type_: Some(format!("{:?}", self.type_)),
+            regarding: Some(self.regarding),
+            reporting_controller: Some(CONTROLLER.into()),
+            reporting_instance: Some(instance.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Publisher {
-    queue: Lanes<(String, Event)>,
+    queue: Lanes<Pending>,
     /// Events queued and not sent yet, both lanes together.
     queued: Arc<AtomicUsize>,
     dropped: Counter,
-    instance: String,
+    instance: Arc<str>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -59,58 +95,48 @@ pub const CONTROLLER: &str = "secretref";
 impl Publisher {
     /// Starts the senders (they stop when every Publisher is dropped).
     pub fn start(client: Client, instance: Option<String>, dropped: Counter, gate: Arc<Gate>) -> Self {
+        let instance: Arc<str> = instance.as_deref().unwrap_or(CONTROLLER).into();
         let queued = Arc::new(AtomicUsize::new(0));
-        let sent = queued.clone();
-        let queue = Lanes::start(
-            gate,
-            SENDERS,
-            std::future::pending(),
-            move |(namespace, event): (String, Event)| {
-                let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-                let sent = sent.clone();
-                async move {
-                    sent.fetch_sub(1, Ordering::SeqCst);
-                    if let Err(e) = api.create(&PostParams::default(), &event).await {
-                        warn!(error = %e, "event not published");
-                    }
+        let (sent, reporter) = (queued.clone(), instance.clone());
+        let queue = Lanes::start(gate, SENDERS, std::future::pending(), move |pending: Pending| {
+            sent.fetch_sub(1, Ordering::SeqCst);
+            let namespace = pending.regarding.namespace.clone().unwrap_or_default();
+            let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+            let event = pending.event(&namespace, &reporter);
+            async move {
+                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                    warn!(error = %e, "event not published");
                 }
-            },
-        );
+            }
+        });
         Publisher {
             queue,
             queued,
             dropped,
-            instance: instance.unwrap_or_else(|| CONTROLLER.to_string()),
+            instance,
         }
     }
 
     /// Queues the Event: an Event is a report, not a step of the sync.
-    pub fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String, urgency: Urgency) {
-        let Some(namespace) = regarding.namespace.clone() else {
+    pub fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &'static str,
+        note: String,
+        urgency: Urgency,
+    ) {
+        if regarding.namespace.is_none() {
             return;
+        }
+        let pending = Pending {
+            regarding,
+            type_,
+            reason,
+            note,
+            at: jiff::Timestamp::now(),
         };
-        let now = jiff::Timestamp::now();
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!(
-                    "{}.{:x}",
-                    regarding.name.as_deref().unwrap_or(CONTROLLER),
-                    now.as_nanosecond()
-                )),
-                namespace: Some(namespace.clone()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(now)),
-            action: Some("Sync".into()),
-            reason: Some(reason.to_string()),
-            note: Some(note),
-            type_: Some(format!("{type_:?}")),
-            regarding: Some(regarding),
-            reporting_controller: Some(CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Default::default()
-        };
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE || !self.queue.send(urgency, (namespace, event)) {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= QUEUE || !self.queue.send(urgency, pending) {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             self.dropped.inc();
         }

@@ -275,6 +275,6 @@ fn publish_events(sr: &SecretRef, ctx: &Context, outcome: &Result<Synced, SyncEr
     }
 }
 
-fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &str, note: String, urgency: Urgency) {
+fn publish(ctx: &Context, sr: &SecretRef, type_: EventType, reason: &'static str, note: String, urgency: Urgency) {
     ctx.events.publish(sr.object_ref(&()), type_, reason, note, urgency);
 }

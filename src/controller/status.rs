@@ -86,12 +86,33 @@ pub fn urgency(previous: Option<&SecretRefStatus>, next: &SecretRefStatus) -> Ur
     }
 }
 
+/// A decided status kept as its JSON: one allocation where the struct takes a dozen, for the
+/// thousands a fan-out or a cold start holds until the syncs pause. Equal JSON is an equal
+/// status (the same serialization of the same type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decided(Box<str>);
+
+impl Decided {
+    fn of(status: &SecretRefStatus) -> Decided {
+        // A struct of strings, numbers and lists always serializes.
+        Decided(serde_json::to_string(status).unwrap_or_default().into())
+    }
+
+    fn status(&self) -> Option<SecretRefStatus> {
+        serde_json::from_str(&self.0).ok()
+    }
+
+    fn shows_in(&self, cached: Option<&SecretRefStatus>) -> bool {
+        cached.is_some_and(|c| *self == Decided::of(c))
+    }
+}
+
 /// The status last decided for each SecretRef (`namespace/name`): newer than the cached
 /// object's until the watch delivers our own write, and kept as well when the write failed
 /// (the API server was down), marked unwritten, so that the retry writes it and does not act
 /// twice on the same change (a second Event, a second rollout restart).
 #[derive(Debug, Default)]
-pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, (Box<SecretRefStatus>, bool)>>);
+pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, (Decided, bool)>>);
 
 impl StatusMemo {
     /// The newest status of a SecretRef: what we decided last, until the cached object shows
@@ -99,24 +120,24 @@ impl StatusMemo {
     pub fn current(&self, key: &str, cached: Option<&SecretRefStatus>) -> Option<SecretRefStatus> {
         let mut memo = self.lock();
         match memo.get(key) {
-            Some((written, true)) if Some(&**written) == cached => {
+            Some((written, true)) if written.shows_in(cached) => {
                 memo.remove(key);
                 cached.cloned()
             }
-            Some((status, _)) => Some((**status).clone()),
+            Some((decided, _)) => decided.status().or_else(|| cached.cloned()),
             None => cached.cloned(),
         }
     }
 
     /// Records the status decided for a SecretRef and whether it was written.
     pub fn set(&self, key: String, status: SecretRefStatus, written: bool) {
-        self.lock().insert(key, (Box::new(status), written));
+        self.lock().insert(key, (Decided::of(&status), written));
     }
 
     /// The status decided for a SecretRef that is not written yet.
     pub fn unwritten_status(&self, key: &str) -> Option<SecretRefStatus> {
         match self.lock().get(key) {
-            Some((status, false)) => Some((**status).clone()),
+            Some((decided, false)) => decided.status(),
             _ => None,
         }
     }
@@ -124,7 +145,7 @@ impl StatusMemo {
     /// Marks `status` written, unless a newer decision replaced it meanwhile.
     pub fn mark_written(&self, key: &str, status: &SecretRefStatus) {
         if let Some(entry) = self.lock().get_mut(key)
-            && *entry.0 == *status
+            && entry.0.shows_in(Some(status))
         {
             entry.1 = true;
         }
@@ -139,7 +160,7 @@ impl StatusMemo {
                 memo.remove(key);
             }
             Some(cached) => {
-                if matches!(memo.get(key), Some((written, true)) if Some(&**written) == cached) {
+                if matches!(memo.get(key), Some((written, true)) if written.shows_in(cached)) {
                     memo.remove(key);
                 }
             }
@@ -159,7 +180,7 @@ impl StatusMemo {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Box<SecretRefStatus>, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Decided, bool)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
