@@ -24,6 +24,24 @@ pub fn object_ref(sr: &SecretRef) -> Ref {
     }
 }
 
+/// A SecretRef as the maps keep it: `namespace/name` in one allocation, shared by both maps
+/// (an `ObjectRef` is 96 bytes and two more allocations, for each of tens of thousands).
+type Name = Arc<str>;
+
+fn name_of(r: &Ref) -> String {
+    match &r.namespace {
+        Some(ns) => format!("{ns}/{}", r.name),
+        None => r.name.clone(),
+    }
+}
+
+fn ref_of(name: &str) -> Ref {
+    match name.split_once('/') {
+        Some((ns, name)) => ObjectRef::new(name).within(ns),
+        None => ObjectRef::new(name),
+    }
+}
+
 /// A secret of a store: the store's identity and the secret. One shared copy per secret,
 /// however many SecretRefs read it.
 type Key = Arc<(String, SecretId)>;
@@ -39,12 +57,12 @@ struct Reads {
 /// of names.
 #[derive(Debug, Default)]
 struct Maps {
-    by_ref: HashMap<Arc<Ref>, Reads>,
-    by_secret: HashMap<Key, HashSet<Arc<Ref>>>,
+    by_ref: HashMap<Name, Reads>,
+    by_secret: HashMap<Key, HashSet<Name>>,
 }
 
 impl Maps {
-    fn forget(&mut self, r: &Ref) {
+    fn forget(&mut self, r: &str) {
         let Some(reads) = self.by_ref.remove(r) else { return };
         for key in reads.keys {
             if let Some(set) = self.by_secret.get_mut(&key) {
@@ -81,20 +99,21 @@ impl Usage {
     /// Records what `r` reads: `ids` of the store `identity`, every `refresh` (zero: only on
     /// changes).
     pub fn record(&self, r: &Ref, identity: &str, ids: Vec<SecretId>, refresh: Duration) {
+        let name = name_of(r);
         let reads = {
             let maps = self.read();
             let reads = Reads {
                 keys: ids.into_iter().map(|id| maps.key(identity, id)).collect(),
                 refresh,
             };
-            if maps.by_ref.get(r) == Some(&reads) {
+            if maps.by_ref.get(name.as_str()) == Some(&reads) {
                 return;
             }
             reads
         };
         let mut maps = self.write();
-        maps.forget(r);
-        let shared = Arc::new(r.clone());
+        maps.forget(&name);
+        let shared: Name = name.into();
         for key in &reads.keys {
             maps.by_secret.entry(key.clone()).or_default().insert(shared.clone());
         }
@@ -103,13 +122,13 @@ impl Usage {
 
     /// Forgets a SecretRef that was deleted (or whose store went away).
     pub fn forget(&self, r: &Ref) {
-        self.write().forget(r);
+        self.write().forget(&name_of(r));
     }
 
     /// Keeps only the SecretRefs `keep` accepts (after a re-list of SecretRefs).
     pub fn retain(&self, keep: impl Fn(&Ref) -> bool) {
         let mut maps = self.write();
-        let gone: Vec<Arc<Ref>> = maps.by_ref.keys().filter(|r| !keep(r)).cloned().collect();
+        let gone: Vec<Name> = maps.by_ref.keys().filter(|n| !keep(&ref_of(n))).cloned().collect();
         for r in &gone {
             maps.forget(r);
         }
@@ -120,7 +139,7 @@ impl Usage {
         self.read()
             .by_secret
             .get(&(identity.to_string(), id.clone()))
-            .map(|set| set.iter().map(|r| (**r).clone()).collect())
+            .map(|set| set.iter().map(|n| ref_of(n)).collect())
             .unwrap_or_default()
     }
 
@@ -184,5 +203,12 @@ mod tests {
         assert_eq!(u.in_use("s1"), (ids(&["api"]), Some(minute)));
         u.retain(|r| r.name != "c");
         assert_eq!(u.in_use("s2"), (vec![], None));
+    }
+
+    #[test]
+    fn a_kept_name_gives_back_the_same_reference() {
+        for r in [r("a"), ObjectRef::new("cluster-wide")] {
+            assert_eq!(ref_of(&name_of(&r)), r);
+        }
     }
 }
