@@ -147,6 +147,34 @@ impl Publisher {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_pending_event_becomes_the_event_it_describes() {
+        let regarding = ObjectReference {
+            namespace: Some("ns".into()),
+            name: Some("sr".into()),
+            ..Default::default()
+        };
+        let at = jiff::Timestamp::from_second(1_800_000_000).expect("time");
+        let pending = Pending {
+            regarding: regarding.clone(),
+            type_: EventType::Warning,
+            reason: "SecretNotFound",
+            note: "note".into(),
+            at,
+        };
+        let event = pending.event("ns", "secretref-0");
+        assert_eq!(event.metadata.namespace.as_deref(), Some("ns"));
+        assert!(event.metadata.name.as_deref().is_some_and(|n| n.starts_with("sr.")));
+        assert_eq!(event.regarding, Some(regarding));
+        assert_eq!(
+            (event.type_.as_deref(), event.reason.as_deref(), event.note.as_deref()),
+            (Some("Warning"), Some("SecretNotFound"), Some("note"))
+        );
+        assert_eq!(event.event_time, Some(MicroTime(at)));
+        assert_eq!(event.reporting_controller.as_deref(), Some(CONTROLLER));
+        assert_eq!(event.reporting_instance.as_deref(), Some("secretref-0"));
+    }
+
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_instead_of_waiting() {
         // Nothing listens there: the senders' requests fail, which is fine for this test.
