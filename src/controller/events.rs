@@ -9,9 +9,12 @@
 //! [`Urgency`] allows), so Events never compete with the target writes for the API server;
 //! when the queue is full an Event is dropped and counted, never the sync.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use k8s_openapi::{
@@ -77,7 +80,7 @@ impl Pending {
 #[derive(Clone)]
 pub struct Publisher {
     queue: Lanes<Pending>,
-    /// Events queued and not sent yet, both lanes together.
+    /// Events queued or being sent, both lanes together.
     queued: Arc<AtomicUsize>,
     dropped: Counter,
     instance: Arc<str>,
@@ -99,14 +102,15 @@ impl Publisher {
         let queued = Arc::new(AtomicUsize::new(0));
         let (sent, reporter) = (queued.clone(), instance.clone());
         let queue = Lanes::start(gate, SENDERS, std::future::pending(), move |pending: Pending| {
-            sent.fetch_sub(1, Ordering::SeqCst);
             let namespace = pending.regarding.namespace.clone().unwrap_or_default();
             let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
             let event = pending.event(&namespace, &reporter);
+            let sent = sent.clone();
             async move {
                 if let Err(e) = api.create(&PostParams::default(), &event).await {
                     warn!(error = %e, "event not published");
                 }
+                sent.fetch_sub(1, Ordering::SeqCst);
             }
         });
         Publisher {
@@ -141,6 +145,20 @@ impl Publisher {
             self.dropped.inc();
         }
     }
+
+    /// Waits until every queued Event is sent, for at most `limit`: on shutdown, once the syncs
+    /// stopped (so the senders wait no longer than [`QUIET`](super::priority::QUIET)).
+    pub async fn flush(&self, limit: Duration) {
+        let all_sent = async {
+            while self.queued.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(limit, all_sent).await.is_err() {
+            let unsent = self.queued.load(Ordering::SeqCst);
+            warn!(unsent, "Events not all sent before shutdown");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +191,29 @@ mod tests {
         assert_eq!(event.event_time, Some(MicroTime(at)));
         assert_eq!(event.reporting_controller.as_deref(), Some(CONTROLLER));
         assert_eq!(event.reporting_instance.as_deref(), Some("secretref-0"));
+    }
+
+    #[tokio::test]
+    async fn flush_waits_until_every_queued_event_was_sent() {
+        // Nothing listens there: each send fails at once, which still ends it.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let publisher = Publisher::start(client, None, Counter::default(), Default::default());
+        let regarding = ObjectReference {
+            namespace: Some("ns".into()),
+            name: Some("sr".into()),
+            ..Default::default()
+        };
+        for urgency in [Urgency::Prompt, Urgency::Lazy, Urgency::Lazy] {
+            publisher.publish(regarding.clone(), EventType::Normal, "Synced", "note".into(), urgency);
+        }
+        assert_eq!(publisher.queued.load(Ordering::SeqCst), 3);
+        publisher.flush(Duration::from_secs(10)).await;
+        assert_eq!(
+            publisher.queued.load(Ordering::SeqCst),
+            0,
+            "all sent (or failed) before it returned"
+        );
     }
 
     #[tokio::test]

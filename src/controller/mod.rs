@@ -39,8 +39,8 @@ pub use target::FIELD_MANAGER;
 
 use crate::metrics::Metrics;
 
-/// How long a stopping leader spends writing the statuses it decided but did not write yet.
-/// (Within Kubernetes' default 30 s termination grace period.)
+/// How long a stopping leader spends writing the statuses it decided and sending the Events it
+/// queued but did not send yet. (Within Kubernetes' default 30 s termination grace period.)
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Annotation on a SecretRef: any new value forces a sync.
@@ -190,11 +190,13 @@ pub async fn run_with(
             " (SecretStores only: namespace-scoped)"
         },
     );
-    let statuses = wiring::run_controllers(client, &args, hash_key, metrics.clone(), stop).await;
+    let (statuses, events) = wiring::run_controllers(client, &args, hash_key, metrics.clone(), stop).await;
     let lost_lease = lost.peek().is_some();
-    // Still the leader: the statuses decided but not yet written go out before the Lease.
+    // Still the leader: the statuses decided but not yet written, and the Events of those
+    // syncs, go out before the Lease (a successor finds the targets in step: it would not
+    // report those changes again).
     if !lost_lease {
-        statuses.flush(SHUTDOWN_FLUSH).await;
+        tokio::join!(statuses.flush(SHUTDOWN_FLUSH), events.flush(SHUTDOWN_FLUSH));
     }
     metrics.leader.set(0);
 

@@ -25,6 +25,7 @@ use super::{
     backends::{Backends, cluster_store_key, secret_store_key},
     changes::Feeds,
     cluster_secretref::{self, FleetContext},
+    events::Publisher,
     priority::Gate,
     reads::SharedReads,
     refresh::Refresh,
@@ -49,7 +50,7 @@ pub async fn run_controllers(
     hash_key: HashKey,
     metrics: Arc<Metrics>,
     shutdown: Shared<BoxFuture<'static, ()>>,
-) -> StatusQueue {
+) -> (StatusQueue, Publisher) {
     let namespaces = &args.namespaces;
     // Targets are watched metadata-only and label-filtered: never a cache of every Secret, and
     // of ours only the resourceVersion is kept.
@@ -119,14 +120,15 @@ pub async fn run_controllers(
     let refresh = Refresh::default();
     let statuses = Arc::new(StatusMemo::default());
     let status_queue = StatusQueue::start(client.clone(), statuses.clone(), gate.clone(), shutdown.clone());
+    let events = Publisher::start(
+        client.clone(),
+        std::env::var("POD_NAME").ok(),
+        metrics.events_dropped.clone(),
+        gate.clone(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        events: super::events::Publisher::start(
-            client.clone(),
-            std::env::var("POD_NAME").ok(),
-            metrics.events_dropped.clone(),
-            gate.clone(),
-        ),
+        events: events.clone(),
         hash_key,
         secret_stores: ss_reader,
         cluster_stores: css_reader,
@@ -252,7 +254,7 @@ pub async fn run_controllers(
     tokio::join!(secretrefs, ss, css, fleet);
     backends.stop();
     info!("secretref controllers stopped");
-    status_queue
+    (status_queue, events)
 }
 
 /// The ClusterSecretRef controller, when this installation serves cluster-scoped kinds and

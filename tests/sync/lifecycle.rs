@@ -156,9 +156,21 @@ async fn store_changes_propagate_and_unchanged_data_costs_no_write() {
         "{counted:?} then {events:?}"
     );
 
+    // A change just before the operator stops: its Event, still waiting for a pause in the
+    // syncs, is sent on the way out (the next operator finds the target in step and would
+    // not report the change again).
+    f.put("main", "a", &[("B", "newer")]).await;
+    f.wait_target("app", &[("B", "newer")]).await;
+    f.stop_operator().await;
+    let events = f.events("app").await;
+    assert_eq!(
+        events.iter().filter(|e| e.1 == "Synced").map(|e| e.3).sum::<i32>(),
+        3,
+        "{events:?}"
+    );
+
     // A restarted operator (an upgrade, a failover) knows the target is in step from the
     // target watch's metadata alone: it neither reads nor writes it.
-    f.stop_operator().await;
     f.start_operator();
     let operator = f.operator.as_ref().expect("operator");
     let metrics = eventually(WAIT, "the restarted operator to check app", || async {
