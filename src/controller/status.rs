@@ -99,7 +99,10 @@ impl Decided {
     }
 
     fn status(&self) -> Option<SecretRefStatus> {
-        serde_json::from_str(&self.0).ok()
+        // Our own serialization of the same type: cannot fail, but never silently.
+        serde_json::from_str(&self.0)
+            .inspect_err(|e| tracing::error!(error = %e, "a decided status does not read back"))
+            .ok()
     }
 
     fn shows_in(&self, cached: Option<&SecretRefStatus>) -> bool {
@@ -107,12 +110,22 @@ impl Decided {
     }
 }
 
+#[derive(Debug)]
+struct Entry {
+    decided: Decided,
+    written: bool,
+    /// A writer is sending a status of this SecretRef. Writes of one SecretRef go one at a
+    /// time: two in flight may land in either order, and an older status landing last would
+    /// stay (the memo takes the newer one as written, and the next sync decides the same).
+    writing: bool,
+}
+
 /// The status last decided for each SecretRef (`namespace/name`): newer than the cached
 /// object's until the watch delivers our own write, and kept as well when the write failed
 /// (the API server was down), marked unwritten, so that the retry writes it and does not act
 /// twice on the same change (a second Event, a second rollout restart).
 #[derive(Debug, Default)]
-pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, (Decided, bool)>>);
+pub struct StatusMemo(std::sync::Mutex<std::collections::HashMap<String, Entry>>);
 
 impl StatusMemo {
     /// The newest status of a SecretRef: what we decided last, until the cached object shows
@@ -120,35 +133,45 @@ impl StatusMemo {
     pub fn current(&self, key: &str, cached: Option<&SecretRefStatus>) -> Option<SecretRefStatus> {
         let mut memo = self.lock();
         match memo.get(key) {
-            Some((written, true)) if written.shows_in(cached) => {
+            Some(e) if e.written && e.decided.shows_in(cached) => {
                 memo.remove(key);
                 cached.cloned()
             }
-            Some((decided, _)) => decided.status().or_else(|| cached.cloned()),
+            Some(e) => e.decided.status().or_else(|| cached.cloned()),
             None => cached.cloned(),
         }
     }
 
-    /// Records the status decided for a SecretRef and whether it was written.
-    pub fn set(&self, key: String, status: SecretRefStatus, written: bool) {
-        self.lock().insert(key, (Decided::of(&status), written));
-    }
-
-    /// The status decided for a SecretRef that is not written yet.
-    pub fn unwritten_status(&self, key: &str) -> Option<SecretRefStatus> {
-        match self.lock().get(key) {
-            Some((decided, false)) => decided.status(),
-            _ => None,
+    /// Records the status decided for a SecretRef, not written yet.
+    pub fn decide(&self, key: String, status: &SecretRefStatus) {
+        let decided = Decided::of(status);
+        let mut memo = self.lock();
+        match memo.get_mut(&key) {
+            Some(e) => {
+                e.decided = decided;
+                e.written = false;
+            }
+            None => {
+                memo.insert(
+                    key,
+                    Entry {
+                        decided,
+                        written: false,
+                        writing: false,
+                    },
+                );
+            }
         }
     }
 
-    /// Marks `status` written, unless a newer decision replaced it meanwhile.
-    pub fn mark_written(&self, key: &str, status: &SecretRefStatus) {
-        if let Some(entry) = self.lock().get_mut(key)
-            && entry.0.shows_in(Some(status))
-        {
-            entry.1 = true;
-        }
+    /// The unwritten status of a SecretRef, to write, unless another writer is writing one
+    /// of it: that writer writes the newest before it lets go ([`Claim::written`]).
+    pub fn claim<'a>(&'a self, key: &'a str) -> Option<(Claim<'a>, SecretRefStatus)> {
+        let mut memo = self.lock();
+        let entry = memo.get_mut(key).filter(|e| !e.written && !e.writing)?;
+        let status = entry.decided.status()?;
+        entry.writing = true;
+        Some((Claim { memo: self, key }, status))
     }
 
     /// The watch delivered the SecretRef (`None`: its deletion): a written status it shows is
@@ -160,7 +183,7 @@ impl StatusMemo {
                 memo.remove(key);
             }
             Some(cached) => {
-                if matches!(memo.get(key), Some((written, true)) if written.shows_in(cached)) {
+                if matches!(memo.get(key), Some(e) if e.written && e.decided.shows_in(cached)) {
                     memo.remove(key);
                 }
             }
@@ -175,13 +198,42 @@ impl StatusMemo {
     pub fn unwritten_keys(&self) -> Vec<String> {
         self.lock()
             .iter()
-            .filter(|(_, (_, written))| !written)
+            .filter(|(_, e)| !e.written)
             .map(|(k, _)| k.clone())
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Decided, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Entry>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The right to write a SecretRef's status, until dropped (also when the write is cancelled).
+#[derive(Debug)]
+pub struct Claim<'a> {
+    memo: &'a StatusMemo,
+    key: &'a str,
+}
+
+impl Claim<'_> {
+    /// Marks `status` written; the status decided meanwhile, if any, is the next to write.
+    pub fn written(&self, status: &SecretRefStatus) -> Option<SecretRefStatus> {
+        let mut memo = self.memo.lock();
+        let entry = memo.get_mut(self.key)?;
+        if entry.decided.shows_in(Some(status)) {
+            entry.written = true;
+            None
+        } else {
+            entry.decided.status()
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.memo.lock().get_mut(self.key) {
+            entry.writing = false;
+        }
     }
 }
 
@@ -276,13 +328,29 @@ mod tests {
         assert_eq!(urgency(Some(&recovered), &edited), Urgency::Prompt, "a new generation");
     }
 
+    /// Decides `status` for `key` and writes it (claim, then written), as the writers do.
+    /// What a sync reports when the store is unreachable.
+    fn down() -> Result<Synced, SyncError> {
+        Err(SyncError::Kube {
+            step: "reading secret \"a\"".into(),
+            message: "connection refused".into(),
+        })
+    }
+
+    fn decide_and_write(memo: &StatusMemo, key: &str, status: &SecretRefStatus) {
+        memo.decide(key.into(), status);
+        let (claim, claimed) = memo.claim(key).expect("unwritten");
+        assert_eq!(&claimed, status);
+        assert_eq!(claim.written(&claimed), None, "nothing newer");
+    }
+
     #[test]
     fn an_unwritten_status_stays_current_until_written_and_seen() {
         let memo = StatusMemo::default();
         let old = next_status(None, Some(1), &synced("h1", true), t(10));
         let new = next_status(Some(&old), Some(1), &synced("h2", true), t(20));
-        memo.set("ns/a".into(), new.clone(), false);
-        assert!(memo.unwritten_status("ns/a").is_some());
+        memo.decide("ns/a".into(), &new);
+        assert_eq!(memo.unwritten_keys(), vec!["ns/a".to_string()]);
         assert_eq!(
             memo.current("ns/a", Some(&old)),
             Some(new.clone()),
@@ -293,8 +361,8 @@ mod tests {
             Some(new.clone()),
             "kept until written"
         );
-        memo.set("ns/a".into(), new.clone(), true);
-        assert!(memo.unwritten_status("ns/a").is_none());
+        decide_and_write(&memo, "ns/a", &new);
+        assert!(memo.claim("ns/a").is_none(), "written: nothing to write");
         assert_eq!(memo.current("ns/a", Some(&new)), Some(new.clone()));
         assert_eq!(
             memo.current("ns/a", Some(&old)),
@@ -304,22 +372,54 @@ mod tests {
     }
 
     #[test]
-    fn a_status_decided_now_reads_back_equal() {
-        let status = next_status(None, Some(1), &synced("h1", true), now());
-        let back: SecretRefStatus =
-            serde_json::from_value(serde_json::to_value(&status).expect("json")).expect("status");
-        assert_eq!(back, status, "else the memo never sees its write come back");
+    fn one_writer_per_secretref_and_it_writes_the_newest_last() {
+        // An outage: the sync fails, then succeeds, while the failure's write is in flight.
         let memo = StatusMemo::default();
-        memo.set("ns/a".into(), status.clone(), false);
-        assert_eq!(memo.unwritten_keys(), vec!["ns/a".to_string()]);
-        memo.mark_written("ns/a", &status);
+        let good = next_status(None, Some(1), &synced("h1", true), t(10));
+        let down = next_status(Some(&good), Some(1), &down(), t(20));
+        let back = next_status(Some(&down), Some(1), &synced("h1", false), t(30));
+        memo.decide("ns/a".into(), &down);
+        let (claim, writing) = memo.claim("ns/a").expect("first writer");
+        assert_eq!(writing, down);
+        memo.decide("ns/a".into(), &back);
+        assert!(
+            memo.claim("ns/a").is_none(),
+            "a second write in flight could land first, and the older status stay"
+        );
+        assert_eq!(claim.written(&writing), Some(back.clone()), "the first writer goes on");
+        assert_eq!(claim.written(&back), None);
+        drop(claim);
+        assert!(memo.unwritten_keys().is_empty());
         memo.observe("ns/a", Some(Some(&back)));
         assert_eq!(memo.current("ns/a", None), None, "dropped when the watch delivered it");
-        memo.set("ns/a".into(), status, false);
-        memo.observe("ns/a", None);
-        assert!(
-            memo.unwritten_keys().is_empty(),
-            "a deleted SecretRef's status is dropped"
-        );
+
+        // A writer that failed (or was cancelled) lets go: the retry can write.
+        memo.decide("ns/a".into(), &down);
+        drop(memo.claim("ns/a").expect("claim"));
+        let (_claim, status) = memo.claim("ns/a").expect("claimable again");
+        assert_eq!(status, down);
+    }
+
+    #[test]
+    fn any_status_reads_back_equal() {
+        let synced = next_status(None, Some(1), &synced("h1", true), now());
+        let failed = next_status(Some(&synced), Some(2), &down(), now());
+        let first_failure = next_status(None, Some(1), &down(), now());
+        for status in [synced, failed, first_failure] {
+            let back: SecretRefStatus =
+                serde_json::from_value(serde_json::to_value(&status).expect("json")).expect("status");
+            assert_eq!(back, status, "else the memo never sees its write come back");
+            assert_eq!(Decided::of(&status).status(), Some(status.clone()));
+            let memo = StatusMemo::default();
+            decide_and_write(&memo, "ns/a", &status);
+            memo.observe("ns/a", Some(Some(&back)));
+            assert_eq!(memo.current("ns/a", None), None, "dropped when the watch delivered it");
+            memo.decide("ns/a".into(), &status);
+            memo.observe("ns/a", None);
+            assert!(
+                memo.unwritten_keys().is_empty(),
+                "a deleted SecretRef's status is dropped"
+            );
+        }
     }
 }

@@ -71,7 +71,7 @@ impl StatusQueue {
 
     /// Records the status decided for `key` (`namespace/name`) and queues its write.
     pub fn decide(&self, key: String, status: SecretRefStatus, urgency: Urgency) {
-        self.memo.set(key.clone(), status, false);
+        self.memo.decide(key.clone(), &status);
         self.send(key, urgency, 0);
     }
 
@@ -83,22 +83,30 @@ impl StatusQueue {
         }
     }
 
-    /// Writes the newest undecided-upon status of the job's SecretRef, if it still has one.
+    /// Writes the newest unwritten status of the job's SecretRef, if it still has one and no
+    /// other writer is writing it (that one writes the newest before it stops).
     async fn write(&self, job: Job) {
-        let Some(status) = self.memo.unwritten_status(&job.key) else {
+        let Some((claim, mut status)) = self.memo.claim(&job.key) else {
             return;
         };
-        match self.patch(&job.key, &status).await {
-            Ok(()) => self.memo.mark_written(&job.key, &status),
-            Err(kube::Error::Api(e)) if e.code == 404 => self.memo.observe(&job.key, None),
-            Err(e) => {
-                let delay = RETRY_BASE.saturating_mul(1 << job.failures.min(10)).min(RETRY_CAP);
-                warn!(secretref = %job.key, error = %e, ?delay, "status not written, retrying");
-                let queue = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    queue.send(job.key, job.urgency, job.failures + 1);
-                });
+        loop {
+            match self.patch(&job.key, &status).await {
+                Ok(()) => match claim.written(&status) {
+                    Some(newer) => status = newer,
+                    None => return,
+                },
+                Err(kube::Error::Api(e)) if e.code == 404 => return self.memo.observe(&job.key, None),
+                Err(e) => {
+                    drop(claim);
+                    let delay = RETRY_BASE.saturating_mul(1 << job.failures.min(10)).min(RETRY_CAP);
+                    warn!(secretref = %job.key, error = %e, ?delay, "status not written, retrying");
+                    let queue = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        queue.send(job.key, job.urgency, job.failures + 1);
+                    });
+                    return;
+                }
             }
         }
     }
@@ -117,10 +125,11 @@ impl StatusQueue {
     pub async fn flush(&self, limit: Duration) {
         let keys = self.memo.unwritten_keys();
         let all = futures::stream::iter(keys).for_each_concurrent(FLUSH_WRITERS, |key| async move {
-            if let Some(status) = self.memo.unwritten_status(&key)
+            if let Some((claim, status)) = self.memo.claim(&key)
                 && self.patch(&key, &status).await.is_ok()
             {
-                self.memo.mark_written(&key, &status);
+                // A decision newer than this one is left to the next leader: the syncs stopped.
+                claim.written(&status);
             }
         });
         if tokio::time::timeout(limit, all).await.is_err() {
