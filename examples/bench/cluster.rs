@@ -240,6 +240,25 @@ pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<Stri
     Ok(out)
 }
 
+/// The requests served between two [`apiserver_requests`] snapshots, as `VERB resource:
+/// count (seconds spent)`, most served first, ten at most.
+pub fn requests_between(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>) -> Vec<String> {
+    let mut served: Vec<(String, f64, f64)> = after
+        .iter()
+        .map(|(k, (n, s))| {
+            let (n0, s0) = before.get(k).copied().unwrap_or_default();
+            (k.clone(), n - n0, s - s0)
+        })
+        .filter(|(_, n, _)| *n >= 1.0)
+        .collect();
+    served.sort_by(|a, b| b.1.total_cmp(&a.1));
+    served
+        .into_iter()
+        .take(10)
+        .map(|(k, n, s)| format!("{k}: {n:.0} ({s:.1} s)"))
+        .collect()
+}
+
 /// A CPU profile of kube-apiserver over `seconds` (pprof format), for `go tool pprof`.
 pub async fn apiserver_cpu_profile(client: &Client, seconds: u64) -> anyhow::Result<Vec<u8>> {
     let request =

@@ -140,6 +140,7 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             .map(|i| format!("sr-{i}"))
             .collect();
         let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
+        let requests_before = cluster::apiserver_requests(client).await?;
         let changed_at = Instant::now();
         cluster::touch_store_secret(client, round, args.value_offset + round + 1).await?;
         let (mut seen, from) = (HashSet::new(), samples.len());
@@ -160,6 +161,10 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             expected.len(),
             measure::round_spread(samples[from..].to_vec())
         );
+        // What else the API server served meanwhile (statuses and Events of earlier rounds?):
+        // the round's own writes are the M targets.
+        let requests = cluster::requests_between(&requests_before, &cluster::apiserver_requests(client).await?);
+        eprintln!("bench: round {round}'s API requests: {}", requests.join(", "));
     }
     Ok(samples)
 }
