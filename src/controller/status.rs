@@ -328,7 +328,6 @@ mod tests {
         assert_eq!(urgency(Some(&recovered), &edited), Urgency::Prompt, "a new generation");
     }
 
-    /// Decides `status` for `key` and writes it (claim, then written), as the writers do.
     /// What a sync reports when the store is unreachable.
     fn down() -> Result<Synced, SyncError> {
         Err(SyncError::Kube {
@@ -337,6 +336,7 @@ mod tests {
         })
     }
 
+    /// Decides `status` for `key` and writes it (claim, then written), as the writers do.
     fn decide_and_write(memo: &StatusMemo, key: &str, status: &SecretRefStatus) {
         memo.decide(key.into(), status);
         let (claim, claimed) = memo.claim(key).expect("unwritten");

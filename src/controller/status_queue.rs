@@ -1,9 +1,10 @@
 //! SecretRef statuses are written behind the syncs, not inside them: a reconcile decides the
 //! status (into the [`StatusMemo`]) and goes on; writers send it once no sync runs (or after
-//! its [`Urgency`]'s bound), so a fan-out writes all its targets first. Several decisions about one
-//! SecretRef before its write cost one write (the newest). A write that fails is retried with
-//! backoff until it lands or the SecretRef is gone; a restart loses nothing, because a
-//! SecretRef whose status is behind decides it again on its first sync.
+//! its [`Urgency`]'s bound), so a fan-out writes all its targets first. Several decisions about
+//! one SecretRef before its write cost one write (the newest), and one SecretRef's writes go
+//! one at a time ([`StatusMemo::claim`]): two in flight could land in either order. A write
+//! that fails is retried with backoff until it lands or the SecretRef is gone; a restart loses
+//! nothing, because a SecretRef whose status is behind decides it again on its first sync.
 
 use std::{sync::Arc, time::Duration};
 
