@@ -25,6 +25,8 @@ pub struct Point {
     pub propagation_p50_ms: f64,
     pub propagation_p99_ms: f64,
     pub propagation_p99_vs_fanout_apply: f64,
+    pub fanout_apply_p99_s: f64,
+    pub propagation_p99_vs_fanout_apply_p99: f64,
     pub steady_writes_per_cycle: f64,
     pub restart: Option<Restart>,
     /// ESO at the same N (with `--peer eso`).
@@ -76,10 +78,10 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
         let floors = floors::measure(client, &args).await?;
         let mut ours = secretref::run(client, &args).await?;
         let (restart, settled) = secretref::restart(client, &args).await?;
-        ours.against(floors.min_writes_per_s, floors.fanout_apply_s);
+        ours.against(&floors);
         let eso = if args.peer_eso {
             let mut peer = eso::run(client, &args).await?;
-            peer.against(floors.min_writes_per_s, floors.fanout_apply_s);
+            peer.against(&floors);
             Some(peer)
         } else {
             None
@@ -95,6 +97,8 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
             propagation_p50_ms: ours.propagation_p50_ms,
             propagation_p99_ms: ours.propagation_p99_ms,
             propagation_p99_vs_fanout_apply: ours.propagation_p99_vs_fanout_apply,
+            fanout_apply_p99_s: floors.fanout_apply_p99_s,
+            propagation_p99_vs_fanout_apply_p99: ours.propagation_p99_vs_fanout_apply_p99,
             steady_writes_per_cycle: ours.steady_writes_per_cycle,
             restart: Some(restart),
             eso,

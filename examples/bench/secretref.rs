@@ -116,7 +116,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         &mut result,
     )
     .await?;
-    measure::propagation(&mut result, propagation(client, args).await?);
+    measure::propagation(&mut result, propagation(client, &op, args).await?);
     result.peak_rss_bytes = result.peak_rss_bytes.max(op.peak_rss());
     op.stop().await;
     Ok(result)
@@ -124,7 +124,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
 
 /// Changes store secrets one at a time and times, for every target using each, the moment its
 /// data-hash annotation changes. Milliseconds.
-async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
+async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Result<Vec<f64>> {
     let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), NS);
     let mut samples = Vec::new();
     for round in 0..args.store_secrets.min(5) {
@@ -141,6 +141,7 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
             .collect();
         let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let requests_before = cluster::apiserver_requests(client).await?;
+        let reads_before = op.metric_sum("secretref_target_reads_total", &[]);
         let changed_at = Instant::now();
         cluster::touch_store_secret(client, round, args.value_offset + round + 1).await?;
         let (mut seen, from) = (HashSet::new(), samples.len());
@@ -164,7 +165,11 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
         // What else the API server served meanwhile (statuses and Events of earlier rounds?):
         // the round's own writes are the M targets.
         let requests = cluster::requests_between(&requests_before, &cluster::apiserver_requests(client).await?);
-        eprintln!("bench: round {round}'s API requests: {}", requests.join(", "));
+        let target_reads = op.metric_sum("secretref_target_reads_total", &[]) - reads_before;
+        eprintln!(
+            "bench: round {round}'s API requests: {}; the operator's target reads: {target_reads}",
+            requests.join(", ")
+        );
     }
     Ok(samples)
 }
