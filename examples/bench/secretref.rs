@@ -141,7 +141,8 @@ async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Resu
             .collect();
         let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let requests_before = cluster::apiserver_requests(client).await?;
-        let reads_before = op.metric_sum("secretref_target_reads_total", &[]);
+        let store_gets = || op.metric_sum("secretref_backend_calls_total", &["operation=\"get\""]);
+        let reads_before = (op.metric_sum("secretref_target_reads_total", &[]), store_gets());
         let changed_at = Instant::now();
         cluster::touch_store_secret(client, round, args.value_offset + round + 1).await?;
         let (mut seen, from) = (HashSet::new(), samples.len());
@@ -165,10 +166,11 @@ async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Resu
         // What else the API server served meanwhile (statuses and Events of earlier rounds?):
         // the round's own writes are the M targets.
         let requests = cluster::requests_between(&requests_before, &cluster::apiserver_requests(client).await?);
-        let target_reads = op.metric_sum("secretref_target_reads_total", &[]) - reads_before;
+        let target_reads = op.metric_sum("secretref_target_reads_total", &[]) - reads_before.0;
         eprintln!(
-            "bench: round {round}'s API requests: {}; the operator's target reads: {target_reads}",
-            requests.join(", ")
+            "bench: round {round}'s API requests: {}; the operator's target reads: {target_reads}, store reads: {}",
+            requests.join(", "),
+            store_gets() - reads_before.1
         );
     }
     Ok(samples)
