@@ -93,6 +93,8 @@ impl StatusQueue {
         loop {
             match self.patch(&job.key, &status).await {
                 Ok(()) => match claim.written(&status) {
+                    // Decided while this write was in flight: written now, without waiting
+                    // for the gate again (one write, and the job queued for it found us busy).
                     Some(newer) => status = newer,
                     None => return,
                 },
