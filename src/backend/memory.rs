@@ -23,6 +23,7 @@ pub struct MemoryBackend {
     next_version: AtomicU64,
     unavailable: AtomicBool,
     reads: AtomicU64,
+    read_delay_ms: AtomicU64,
 }
 
 impl MemoryBackend {
@@ -33,6 +34,13 @@ impl MemoryBackend {
     /// Makes every following call fail with `Unavailable` (or work again).
     pub fn set_unavailable(&self, unavailable: bool) {
         self.unavailable.store(unavailable, Ordering::SeqCst);
+    }
+
+    /// Makes every following `get` take this long, as a remote store's would (concurrent
+    /// callers then overlap).
+    pub fn set_read_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.read_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many `get` calls reached this backend.
@@ -70,6 +78,10 @@ fn key(environment: &str, name: &str) -> (String, String) {
 impl SecretBackend for MemoryBackend {
     async fn get(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, BackendError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
+        let delay = self.read_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         Ok(self.guard()?.get(&key(environment, name)).cloned())
     }
 

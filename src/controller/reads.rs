@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moka::future::Cache;
+use moka::{future::Cache, ops::compute::Op};
 
 use crate::backend::{BackendError, SecretBackend, SecretId, StoredSecret};
 
@@ -131,12 +131,12 @@ impl SharedReads {
             if at.elapsed() < max_age && !self.is_stale(&key, &cached) {
                 return Ok((cached, false));
             }
-            self.cache.invalidate(&key).await;
+            self.drop_if_unchanged(&key, at).await;
         }
         let mut attempts = 0;
         loop {
             let read = std::sync::atomic::AtomicBool::new(false);
-            let (value, _) = self
+            let (value, at) = self
                 .cache
                 .try_get_with(key.clone(), async {
                     read.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -146,11 +146,27 @@ impl SharedReads {
                 .map_err(|e| (*e).clone())?;
             attempts += 1;
             if attempts < STALE_RETRIES && self.is_stale(&key, &value) {
-                self.cache.invalidate(&key).await;
+                self.drop_if_unchanged(&key, at).await;
                 continue;
             }
             return Ok((value, read.into_inner()));
         }
+    }
+
+    /// Drops the entry made at `at`, unless another caller has already replaced it. An
+    /// unconditional drop would lose the fresh read of whichever concurrent caller found the same
+    /// outdated entry first, and each of them would then read the backend again (a fan-out's
+    /// callers all find the changed secret's old entry at once).
+    async fn drop_if_unchanged(&self, key: &Key, at: Instant) {
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                std::future::ready(match entry {
+                    Some(entry) if entry.value().1 == at => Op::Remove,
+                    _ => Op::Nop,
+                })
+            })
+            .await;
     }
 }
 
@@ -271,6 +287,80 @@ mod tests {
                 .note_version(&identity, &SecretId::new("main", "b"), Some("1"))
                 .await
         );
+    }
+
+    /// Many callers find the same outdated entry at once (a fan-out after a change, or the
+    /// refresh of many SecretRefs after its age): one of them reads, the others share that read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn callers_finding_an_outdated_entry_share_one_read() {
+        let (memory, backend) = with_secret_a().await;
+        memory.set_read_delay(Duration::from_millis(5));
+        let (identity, a) = (backend.identity(), SecretId::new("main", "a"));
+        let reads = SharedReads::new(100, MINUTE);
+        reads.get(&backend, "main", "a", MINUTE).await.expect("read");
+        let callers = |max_age: Duration| {
+            let handles: Vec<_> = (0..64)
+                .map(|_| {
+                    let (reads, backend) = (reads.clone(), backend.clone());
+                    tokio::spawn(async move { reads.get(&backend, "main", "a", max_age).await })
+                })
+                .collect();
+            futures::future::join_all(handles)
+        };
+        for round in 1..=5u64 {
+            memory
+                .replace("main", "a", [("K".to_string(), SecretValue::new("2"))].into())
+                .await
+                .expect("replace");
+            let fresh = memory.get("main", "a").await.expect("get").expect("exists").version;
+            let before = memory.reads();
+            reads.note_version(&identity, &a, Some(&fresh)).await;
+            for result in callers(MINUTE).await {
+                let (value, _) = result.expect("joined").expect("read");
+                assert_eq!(value.expect("exists").version, fresh, "round {round}");
+            }
+            assert_eq!(
+                memory.reads() - before,
+                1,
+                "changed, round {round}: one read for 64 callers"
+            );
+        }
+        for round in 1..=5u64 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let before = memory.reads();
+            for result in callers(Duration::from_millis(20)).await {
+                result.expect("joined").expect("read");
+            }
+            assert_eq!(
+                memory.reads() - before,
+                1,
+                "expired, round {round}: one read for 64 callers"
+            );
+        }
+    }
+
+    /// The interleaving the shared read above cannot force: a caller finds the outdated entry,
+    /// another reads meanwhile, then the first drops what it found. The fresh read survives.
+    #[tokio::test]
+    async fn dropping_an_outdated_entry_keeps_a_fresher_one() {
+        let (memory, backend) = with_secret_a().await;
+        let key = key(&backend.identity(), &SecretId::new("main", "a"));
+        let reads = SharedReads::new(100, MINUTE);
+        let short = Duration::from_millis(10);
+        reads.get(&backend, "main", "a", short).await.expect("read");
+        let (_, found) = reads.cache.get(&key).await.expect("cached");
+        tokio::time::sleep(short * 2).await;
+        reads
+            .get(&backend, "main", "a", short)
+            .await
+            .expect("read again, too old");
+        assert_eq!(memory.reads(), 2);
+        reads.drop_if_unchanged(&key, found).await;
+        assert!(!reads.get(&backend, "main", "a", MINUTE).await.expect("read").1);
+        assert_eq!(memory.reads(), 2, "the fresh entry was kept");
+        let (_, fresh) = reads.cache.get(&key).await.expect("cached");
+        reads.drop_if_unchanged(&key, fresh).await;
+        assert!(reads.get(&backend, "main", "a", MINUTE).await.expect("read").1);
     }
 
     #[tokio::test]
