@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client,
-    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams},
     discovery::ApiResource,
 };
 use secretref::{
@@ -111,7 +111,29 @@ pub async fn raw_rates(client: &Client, count: usize, concurrency: usize) -> any
 
 /// Deletes a namespace and waits until it is gone, so that its objects' deletion does not
 /// load the API server during the next measurement.
+///
+/// Its Secrets go first, while their owners (SecretRefs, ExternalSecrets) still exist: a Secret
+/// deleted before its owner leaves the garbage collector nothing to do, whereas deleting an
+/// owner sends the collector to GET each of its dependents (404s, once the namespace
+/// controller has deleted them) at the collector's own rate limit, some 45 a second for as long
+/// as N / 45 seconds after the namespace is gone: under the next measurement.
 pub async fn delete_namespace_and_wait(client: &Client, name: &str) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), name);
+    let _ = secrets
+        .delete_collection(&DeleteParams::background(), &Default::default())
+        .await;
+    wait_until(
+        Duration::from_secs(600),
+        Duration::from_millis(500),
+        &format!("the Secrets of namespace {name} to be deleted"),
+        || async {
+            secrets
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        },
+    )
+    .await?;
     delete_namespace(client, name).await;
     let api: Api<Namespace> = Api::all(client.clone());
     wait_until(
@@ -202,7 +224,8 @@ pub async fn apiserver_writes(client: &Client) -> anyhow::Result<(f64, f64)> {
     Ok((writes, leases))
 }
 
-/// Requests the API server has served so far, by "VERB resource[/subresource]", with the
+/// Requests the API server has served so far, by "VERB resource[/subresource]" (with
+/// " (code)" for failed ones), with the
 /// seconds it spent on them (the sum of its request-duration histogram).
 pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
@@ -228,6 +251,11 @@ pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<Stri
         let sub = label(line, "subresource");
         if !sub.is_empty() {
             key = format!("{key}/{sub}");
+        }
+        // Failed requests apart: a client's 404s are another client's than its successes.
+        let code = label(line, "code");
+        if !code.starts_with('2') && !code.is_empty() {
+            key = format!("{key} ({code})");
         }
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         let entry = out.entry(key).or_default();

@@ -56,7 +56,7 @@ pub struct Restart {
     /// GETs of single Secrets the API server served meanwhile, from any client: the two above
     /// and whatever else ran (the garbage collector's reads, for one).
     pub secret_gets: f64,
-    /// Every request meanwhile, by "VERB resource[/subresource]".
+    /// Every request meanwhile, by "VERB resource[/subresource]" (and " (code)" if it failed).
     pub requests: std::collections::BTreeMap<String, f64>,
 }
 
@@ -88,7 +88,7 @@ impl Restart {
             match (mutating, key.as_str()) {
                 (true, k) if k.ends_with(" leases") => r.lease_writes += delta,
                 (true, _) => r.writes += delta,
-                (false, "GET secrets") => r.secret_gets += delta,
+                (false, k) if k == "GET secrets" || k.starts_with("GET secrets (") => r.secret_gets += delta,
                 _ => {}
             }
             r.requests.insert(key.clone(), delta);
