@@ -225,8 +225,8 @@ pub async fn apiserver_writes(client: &Client) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Requests the API server has served so far, by "VERB resource[/subresource]" (with
-/// " (code)" for failed ones), with the
-/// seconds it spent on them (the sum of its request-duration histogram).
+/// " (code)" for failed ones), with the seconds it spent on them (the sum of its
+/// request-duration histogram).
 pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client
