@@ -28,6 +28,11 @@ pub struct Point {
     pub fanout_apply_p99_s: f64,
     pub propagation_p99_vs_fanout_apply_p99: f64,
     pub steady_writes_per_cycle: f64,
+    pub steady_cpu_seconds_per_cycle: f64,
+    /// Where the cold sync's CPU went (seconds; see `Operator`).
+    pub cold_sync_cpu_seconds_operator: f64,
+    pub cold_sync_cpu_seconds_apiserver: f64,
+    pub cold_sync_cpu_seconds_etcd: f64,
     pub restart: Option<Restart>,
     /// ESO at the same N (with `--peer eso`).
     pub eso: Option<Operator>,
@@ -100,6 +105,10 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
             fanout_apply_p99_s: floors.fanout_apply_p99_s,
             propagation_p99_vs_fanout_apply_p99: ours.propagation_p99_vs_fanout_apply_p99,
             steady_writes_per_cycle: ours.steady_writes_per_cycle,
+            steady_cpu_seconds_per_cycle: ours.steady_cpu_seconds_per_cycle,
+            cold_sync_cpu_seconds_operator: ours.cold_sync_cpu_seconds_operator,
+            cold_sync_cpu_seconds_apiserver: ours.cold_sync_cpu_seconds_apiserver,
+            cold_sync_cpu_seconds_etcd: ours.cold_sync_cpu_seconds_etcd,
             restart: Some(restart),
             eso,
         });

@@ -126,7 +126,7 @@ where
 }
 
 /// One refresh cycle (plus 15% for jitter) with nothing changing: the API server's mutating
-/// requests (Leases apart) and the operator's backend reads (`reads`), per cycle.
+/// requests (Leases apart), the operator's backend reads (`reads`) and its CPU, per cycle.
 pub async fn steady(
     client: &Client,
     op: &Process,
@@ -136,10 +136,11 @@ pub async fn steady(
 ) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let window = args.cycle.mul_f64(1.15);
-    let ((w0, l0), r0) = (cluster::apiserver_writes(client).await?, reads(op));
+    let ((w0, l0), r0, c0) = (cluster::apiserver_writes(client).await?, reads(op), op.cpu_seconds());
     tokio::time::sleep(window).await;
-    let ((w1, l1), r1) = (cluster::apiserver_writes(client).await?, reads(op));
+    let ((w1, l1), r1, c1) = (cluster::apiserver_writes(client).await?, reads(op), op.cpu_seconds());
     let per_cycle = args.cycle.as_secs_f64() / window.as_secs_f64();
+    result.steady_cpu_seconds_per_cycle = (c1 - c0) * per_cycle;
     result.steady_writes_per_cycle = (w1 - w0) * per_cycle;
     result.steady_lease_writes_per_cycle = (l1 - l0) * per_cycle;
     result.backend_reads_per_cycle = (r1 - r0) * per_cycle;

@@ -23,6 +23,9 @@ pub struct Operator {
     pub peak_rss_bytes_with_unrelated: Option<u64>,
     pub backend_reads_per_cycle: f64,
     pub steady_writes_per_cycle: f64,
+    /// The operator's CPU seconds per refresh cycle with nothing changing: what its no-op
+    /// syncs of every SecretRef cost.
+    pub steady_cpu_seconds_per_cycle: f64,
     /// Lease renewals, counted apart from the writes above (leader election, not sync work).
     pub steady_lease_writes_per_cycle: f64,
     pub propagation_p50_ms: f64,
@@ -225,7 +228,7 @@ impl Report {
             out.push_str(&format!("{name:>14}"));
         }
         out.push('\n');
-        let rows: [(&str, Getter); 21] = [
+        let rows: [(&str, Getter); 22] = [
             ("cold_sync_per_s", |o| Some(o.cold_sync_per_s)),
             ("cold_sync / limit.min_writes", |o| Some(o.cold_sync_vs_min_writes)),
             ("cold_sync / raw_create", |_| None),
@@ -244,6 +247,7 @@ impl Report {
             ("steady_lease_writes_per_cycle", |o| {
                 Some(o.steady_lease_writes_per_cycle)
             }),
+            ("steady_cpu_s_per_cycle", |o| Some(o.steady_cpu_seconds_per_cycle)),
             ("propagation_p50_ms", |o| Some(o.propagation_p50_ms)),
             ("propagation_p99_ms", |o| Some(o.propagation_p99_ms)),
             ("propagation_p50 / limit.fanout_apply", |o| {
