@@ -9,7 +9,7 @@
 //!   (from its round's start, all rounds pooled), taken as the propagation's p99 is: the
 //!   like-for-like floor of that p99, which the API server's slowest round sets for both.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -21,7 +21,7 @@ use secretref::{
     desired::{DATA_HASH_ANNOTATION, target_labels},
 };
 
-use crate::{Args, cluster, secretref::spec};
+use crate::{Args, cluster, report::RequestCost, secretref::spec};
 
 const NS: &str = "bench-floor";
 
@@ -33,6 +33,9 @@ pub struct Floors {
     pub fanout_apply_rounds_s: Vec<f64>,
     /// p99 of each apply's return from its round's start, the rounds pooled.
     pub fanout_apply_p99_s: f64,
+    /// The API server's requests for the `min_writes_per_s` objects, per object, and its
+    /// seconds serving them: the like-for-like of the operators' `cold_sync_requests_per_object`.
+    pub min_writes_requests_per_object: BTreeMap<String, RequestCost>,
 }
 
 /// The target Secret the operator would write for SecretRef `name` (same labels, annotation,
@@ -64,6 +67,7 @@ pub async fn measure(client: &Client, args: &Args) -> anyhow::Result<Floors> {
     let refs: Api<SecretRef> = Api::namespaced(client.clone(), NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let uids = std::sync::Mutex::new(vec![String::new(); args.refs]);
+    let requests_before = cluster::apiserver_requests(client).await?;
     let took = cluster::create_all(args.refs, args.concurrency, |i| {
         let (refs, secrets, uids) = (refs.clone(), secrets.clone(), &uids);
         async move {
@@ -98,6 +102,8 @@ pub async fn measure(client: &Client, args: &Args) -> anyhow::Result<Floors> {
     })
     .await?;
     let min_writes_per_s = args.refs as f64 / took.as_secs_f64();
+    let min_writes_requests_per_object =
+        RequestCost::per_object(&requests_before, &cluster::apiserver_requests(client).await?, args.refs);
     eprintln!("bench: floor: {min_writes_per_s:.0} objects/s with their 3 unavoidable writes each");
 
     let uids = uids.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -138,5 +144,6 @@ pub async fn measure(client: &Client, args: &Args) -> anyhow::Result<Floors> {
         fanout_apply_s,
         fanout_apply_rounds_s: rounds,
         fanout_apply_p99_s,
+        min_writes_requests_per_object,
     })
 }

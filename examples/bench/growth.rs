@@ -3,12 +3,14 @@
 //! sync against its floor, propagation against its floor, and the restart. The marginal RSS
 //! per SecretRef is the least-squares slope of RSS over N.
 
+use std::collections::BTreeMap;
+
 use kube::Client;
 use serde::Serialize;
 
 use crate::{
     Args, cluster, eso, floors,
-    report::{Operator, Restart},
+    report::{Operator, RequestCost, Restart},
     secretref,
 };
 
@@ -33,6 +35,9 @@ pub struct Point {
     pub cold_sync_cpu_seconds_operator: f64,
     pub cold_sync_cpu_seconds_apiserver: f64,
     pub cold_sync_cpu_seconds_etcd: f64,
+    /// What each object cost the API server in the cold sync and in the floor's raw writes.
+    pub cold_sync_requests_per_object: BTreeMap<String, RequestCost>,
+    pub min_writes_requests_per_object: BTreeMap<String, RequestCost>,
     pub restart: Option<Restart>,
     /// ESO at the same N (with `--peer eso`).
     pub eso: Option<Operator>,
@@ -109,6 +114,8 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
             cold_sync_cpu_seconds_operator: ours.cold_sync_cpu_seconds_operator,
             cold_sync_cpu_seconds_apiserver: ours.cold_sync_cpu_seconds_apiserver,
             cold_sync_cpu_seconds_etcd: ours.cold_sync_cpu_seconds_etcd,
+            cold_sync_requests_per_object: std::mem::take(&mut ours.cold_sync_requests_per_object),
+            min_writes_requests_per_object: floors.min_writes_requests_per_object.clone(),
             restart: Some(restart),
             eso,
         });

@@ -94,17 +94,7 @@ where
     let cold = started.elapsed();
     let (api_now, etcd_now) = control_plane_cpu();
     let requests_after = cluster::apiserver_requests(client).await?;
-    let cold_sync_requests_per_object = requests_after
-        .iter()
-        .filter_map(|(key, (count, seconds))| {
-            let (count0, seconds0) = requests_before.get(key).copied().unwrap_or_default();
-            let cost = RequestCost {
-                per_object: (count - count0) / n as f64,
-                apiserver_seconds: seconds - seconds0,
-            };
-            (cost.per_object >= 0.01).then(|| (key.clone(), cost))
-        })
-        .collect();
+    let cold_sync_requests_per_object = RequestCost::per_object(&requests_before, &requests_after, n);
     if let Some(profile) = profile {
         let _ = profile.await;
     }

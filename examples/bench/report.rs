@@ -118,6 +118,28 @@ pub struct RequestCost {
     pub apiserver_seconds: f64,
 }
 
+impl RequestCost {
+    /// What `n` objects cost the API server between two snapshots of its requests, by
+    /// "VERB resource" (requests of less than one per hundred objects left out).
+    pub fn per_object(
+        before: &std::collections::BTreeMap<String, (f64, f64)>,
+        after: &std::collections::BTreeMap<String, (f64, f64)>,
+        n: usize,
+    ) -> std::collections::BTreeMap<String, RequestCost> {
+        after
+            .iter()
+            .filter_map(|(key, (count, seconds))| {
+                let (count0, seconds0) = before.get(key).copied().unwrap_or_default();
+                let cost = RequestCost {
+                    per_object: (count - count0) / n as f64,
+                    apiserver_seconds: seconds - seconds0,
+                };
+                (cost.per_object >= 0.01).then(|| (key.clone(), cost))
+            })
+            .collect()
+    }
+}
+
 /// Reads one figure of an operator's results (`None`: not measured).
 type Getter = fn(&Operator) -> Option<f64>;
 
@@ -153,6 +175,9 @@ pub struct Report {
     /// the propagation samples are: the like-for-like floor of the propagation p99.
     #[serde(rename = "limit.fanout_apply_p99_s")]
     pub fanout_apply_p99_s: f64,
+    /// What each of the `min_writes_per_s` objects cost the API server, by request.
+    #[serde(rename = "limit.min_writes_requests_per_object")]
+    pub min_writes_requests_per_object: std::collections::BTreeMap<String, RequestCost>,
     pub secretref: Option<Operator>,
     pub eso: Option<Operator>,
 }
@@ -172,6 +197,7 @@ impl Report {
             fanout_apply_s: 0.0,
             fanout_apply_rounds_s: Vec::new(),
             fanout_apply_p99_s: 0.0,
+            min_writes_requests_per_object: Default::default(),
             secretref: None,
             eso: None,
         }
@@ -182,6 +208,7 @@ impl Report {
         self.fanout_apply_s = floors.fanout_apply_s;
         self.fanout_apply_rounds_s = floors.fanout_apply_rounds_s.clone();
         self.fanout_apply_p99_s = floors.fanout_apply_p99_s;
+        self.min_writes_requests_per_object = floors.min_writes_requests_per_object.clone();
     }
 
     /// Fills each operator's fractions of the floors.
@@ -191,6 +218,7 @@ impl Report {
             fanout_apply_s: self.fanout_apply_s,
             fanout_apply_rounds_s: Vec::new(),
             fanout_apply_p99_s: self.fanout_apply_p99_s,
+            min_writes_requests_per_object: Default::default(),
         };
         for op in [self.secretref.as_mut(), self.eso.as_mut()].into_iter().flatten() {
             op.against(&floors);
