@@ -63,6 +63,32 @@ fn target(name: &str, uid: &str, store_index: usize, round: usize) -> serde_json
 
 /// Measures both floors (and removes what it created).
 pub async fn measure(client: &Client, args: &Args) -> anyhow::Result<Floors> {
+    let (min_writes_per_s, min_writes_requests_per_object, uids) = min_writes(client, args).await?;
+    let (fanout_apply_s, fanout_apply_rounds_s, fanout_apply_p99_s) = fanout(client, args, &uids).await?;
+    cluster::delete_namespace_and_wait(client, NS).await?;
+    Ok(Floors {
+        min_writes_per_s,
+        fanout_apply_s,
+        fanout_apply_rounds_s,
+        fanout_apply_p99_s,
+        min_writes_requests_per_object,
+    })
+}
+
+/// The cold-sync floor alone, taken again after the operators ran (`--growth`): the same raw
+/// writes on an API server and etcd that have by then served them all, which tells a slower
+/// operator from a slower cluster.
+pub async fn min_writes_again(client: &Client, args: &Args) -> anyhow::Result<f64> {
+    let (per_s, _, _) = min_writes(client, args).await?;
+    cluster::delete_namespace_and_wait(client, NS).await?;
+    Ok(per_s)
+}
+
+type Costs = BTreeMap<String, RequestCost>;
+
+/// `limit.min_writes_per_s`, what each object cost, and the SecretRefs' uids by index (the
+/// fan-out's targets are owned by them). Leaves the objects in place.
+async fn min_writes(client: &Client, args: &Args) -> anyhow::Result<(f64, Costs, Vec<String>)> {
     cluster::namespace(client, NS).await?;
     let refs: Api<SecretRef> = Api::namespaced(client.clone(), NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
@@ -102,11 +128,19 @@ pub async fn measure(client: &Client, args: &Args) -> anyhow::Result<Floors> {
     })
     .await?;
     let min_writes_per_s = args.refs as f64 / took.as_secs_f64();
-    let min_writes_requests_per_object =
-        RequestCost::per_object(&requests_before, &cluster::apiserver_requests(client).await?, args.refs);
+    let costs = RequestCost::per_object(&requests_before, &cluster::apiserver_requests(client).await?, args.refs);
     eprintln!("bench: floor: {min_writes_per_s:.0} objects/s with their 3 unavoidable writes each");
+    Ok((
+        min_writes_per_s,
+        costs,
+        uids.into_inner().unwrap_or_else(|p| p.into_inner()),
+    ))
+}
 
-    let uids = uids.into_inner().unwrap_or_else(|p| p.into_inner());
+/// `limit.fanout_apply_s`, its rounds and `limit.fanout_apply_p99_s`, on the targets
+/// [`min_writes`] left.
+async fn fanout(client: &Client, args: &Args, uids: &[String]) -> anyhow::Result<(f64, Vec<f64>, f64)> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let (mut rounds, done) = (Vec::new(), std::sync::Mutex::new(Vec::new()));
     for round in 0..args.store_secrets.min(5) {
         let members: Vec<usize> = (0..args.refs).filter(|i| i % args.store_secrets == round).collect();
@@ -138,12 +172,5 @@ pub async fn measure(client: &Client, args: &Args) -> anyhow::Result<Floors> {
          (rounds {rounds:.2?}; p99 of the applies {fanout_apply_p99_s:.2} s)",
         args.refs.div_ceil(args.store_secrets)
     );
-    cluster::delete_namespace_and_wait(client, NS).await?;
-    Ok(Floors {
-        min_writes_per_s,
-        fanout_apply_s,
-        fanout_apply_rounds_s: rounds,
-        fanout_apply_p99_s,
-        min_writes_requests_per_object,
-    })
+    Ok((fanout_apply_s, rounds, fanout_apply_p99_s))
 }

@@ -22,6 +22,8 @@ pub struct Point {
     pub settled_rss_bytes: u64,
     pub cold_sync_per_s: f64,
     pub min_writes_per_s: f64,
+    /// The same floor taken again after the operators ran at this N.
+    pub min_writes_per_s_after: f64,
     pub cold_sync_vs_min_writes: f64,
     pub fanout_apply_s: f64,
     pub propagation_p50_ms: f64,
@@ -96,12 +98,20 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
         } else {
             None
         };
+        // Each N ends with an empty cluster (the next N starts from one, the floor is taken again
+        // on one).
+        cluster::delete_namespace_and_wait(client, secretref::NS).await?;
+        if args.peer_eso {
+            cluster::delete_namespace_and_wait(client, eso::NS).await?;
+        }
+        let min_writes_per_s_after = floors::min_writes_again(client, &args).await?;
         out.growth.push(Point {
             refs,
             peak_rss_bytes: ours.peak_rss_bytes,
             settled_rss_bytes: settled,
             cold_sync_per_s: ours.cold_sync_per_s,
             min_writes_per_s: floors.min_writes_per_s,
+            min_writes_per_s_after,
             cold_sync_vs_min_writes: ours.cold_sync_vs_min_writes,
             fanout_apply_s: floors.fanout_apply_s,
             propagation_p50_ms: ours.propagation_p50_ms,
@@ -134,13 +144,6 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
         // Written after every N, so the smaller sizes survive a larger one that does not finish.
         std::fs::write(&args.json, serde_json::to_string_pretty(&out)? + "\n")?;
         eprint!("{}", table(&out));
-        if k + 1 < args.growth.len() {
-            // The next N starts from an empty namespace.
-            cluster::delete_namespace_and_wait(client, secretref::NS).await?;
-            if args.peer_eso {
-                cluster::delete_namespace_and_wait(client, eso::NS).await?;
-            }
-        }
     }
     print!("{}", table(&out));
     Ok(())
@@ -149,7 +152,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<()> {
 pub fn table(g: &Growth) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut out = format!(
-        "\ngrowth (store secrets {}, concurrency {})\n{:>8}{:>10}{:>10}{:>10}{:>10}{:>8}{:>10}{:>10}{:>8}{:>10}{:>9}{:>9}{:>9}\n",
+        "\ngrowth (store secrets {}, concurrency {})\n{:>8}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}{:>10}{:>10}{:>8}{:>10}{:>9}{:>9}{:>9}\n",
         g.store_secrets,
         g.concurrency,
         "N",
@@ -157,6 +160,7 @@ pub fn table(g: &Growth) -> String {
         "settl MiB",
         "cold /s",
         "floor /s",
+        "after /s",
         "frac",
         "fanout s",
         "p99 ms",
@@ -169,12 +173,13 @@ pub fn table(g: &Growth) -> String {
     for p in &g.growth {
         let r = p.restart.as_ref();
         out.push_str(&format!(
-            "{:>8}{:>10.1}{:>10.1}{:>10.0}{:>10.0}{:>8.2}{:>10.2}{:>10.0}{:>8.2}{:>10.1}{:>9.0}{:>9.0}{:>9.0}\n",
+            "{:>8}{:>10.1}{:>10.1}{:>10.0}{:>10.0}{:>10.0}{:>8.2}{:>10.2}{:>10.0}{:>8.2}{:>10.1}{:>9.0}{:>9.0}{:>9.0}\n",
             p.refs,
             mib(p.peak_rss_bytes),
             mib(p.settled_rss_bytes),
             p.cold_sync_per_s,
             p.min_writes_per_s,
+            p.min_writes_per_s_after,
             p.cold_sync_vs_min_writes,
             p.fanout_apply_s,
             p.propagation_p99_ms,
