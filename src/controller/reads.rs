@@ -325,10 +325,13 @@ mod tests {
                 "changed, round {round}: one read for 64 callers"
             );
         }
+        // The age is long against the read's 5 ms, so that no caller delayed by a busy machine
+        // finds the round's fresh read too old in turn.
+        let max_age = Duration::from_millis(200);
         for round in 1..=5u64 {
-            tokio::time::sleep(Duration::from_millis(30)).await;
+            tokio::time::sleep(max_age * 2).await;
             let before = memory.reads();
-            for result in callers(Duration::from_millis(20)).await {
+            for result in callers(max_age).await {
                 result.expect("joined").expect("read");
             }
             assert_eq!(
