@@ -119,14 +119,16 @@ pub async fn raw_rates(client: &Client, count: usize, concurrency: usize) -> any
 /// as N / 45 seconds after the namespace is gone: under the next measurement.
 pub async fn delete_namespace_and_wait(client: &Client, name: &str) -> anyhow::Result<()> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), name);
-    let _ = secrets
-        .delete_collection(&DeleteParams::background(), &Default::default())
-        .await;
+    // Asked again until none is left: one request deletes only what it can within the API
+    // server's request timeout (a minute; 100,000 Secrets take longer).
     wait_until(
-        Duration::from_secs(600),
+        Duration::from_secs(3600),
         Duration::from_millis(500),
         &format!("the Secrets of namespace {name} to be deleted"),
         || async {
+            let _ = secrets
+                .delete_collection(&DeleteParams::background(), &Default::default())
+                .await;
             secrets
                 .list_metadata(&ListParams::default().limit(1))
                 .await
