@@ -119,8 +119,9 @@ pub struct RequestCost {
 }
 
 impl RequestCost {
-    /// What `n` objects cost the API server between two snapshots of its requests, by
-    /// "VERB resource" (requests of less than one per hundred objects left out).
+    /// What `n` objects cost the API server between two snapshots of its requests, keyed as
+    /// [`crate::cluster::apiserver_requests`] keys them (requests of less than one per hundred
+    /// objects left out).
     pub fn per_object(
         before: &std::collections::BTreeMap<String, (f64, f64)>,
         after: &std::collections::BTreeMap<String, (f64, f64)>,
