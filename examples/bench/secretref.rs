@@ -24,8 +24,12 @@ use crate::{
 
 pub const NS: &str = "bench-sr";
 
+/// The operator under test: the release build, or `SECRETREF_BENCH_OPERATOR` (a build with
+/// symbols, say, to profile it with `perf record -p`).
 fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/secretref")
+    std::env::var_os("SECRETREF_BENCH_OPERATOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/secretref"))
 }
 
 fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
