@@ -55,18 +55,20 @@ relaunch() {
   echo $! >"$state/$name.pid"
 }
 
-# wait_for NAME CHECK...: polls CHECK for up to 60 s while NAME's process lives.
+# wait_for NAME CHECK...: polls CHECK for up to 120 s while NAME's process lives. (The chaos
+# suite runs several control planes at once on two cores; a kube-apiserver restarted among
+# them once missed a 60 s limit.)
 wait_for() {
   local name=$1; shift
   local pid
   pid=$(cat "$state/$name.pid")
-  for _ in $(seq 240); do
+  for _ in $(seq 480); do
     "$@" >/dev/null 2>&1 && return 0
     # alive, not pid_of: right after the fork the child may not have exec'd its binary yet.
     alive "$pid" || { say "$name exited during start-up; the end of $state/$name.log:"; tail -n 20 "$state/$name.log" >&2; return 1; }
     sleep 0.25
   done
-  say "$name did not become ready within 60 s; the end of $state/$name.log:"
+  say "$name did not become ready within 120 s; the end of $state/$name.log:"
   tail -n 20 "$state/$name.log" >&2
   return 1
 }

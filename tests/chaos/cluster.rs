@@ -47,7 +47,11 @@ impl ChaosCluster {
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
         let out = script(&state, &["up"]).await;
-        assert!(out.status.success(), "scripts/cluster up failed for {name}");
+        assert!(
+            out.status.success(),
+            "scripts/cluster up failed for {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let kubeconfig = PathBuf::from(stdout.lines().last().expect("kubeconfig path").trim());
         let client = client_for(&kubeconfig, None).await;
@@ -67,7 +71,12 @@ impl ChaosCluster {
     /// SIGKILLs one component, as a crash would.
     pub async fn kill(&self, component: Component) {
         let out = script(&self.state, &["kill", component.name()]).await;
-        assert!(out.status.success(), "scripts/cluster kill {} failed", component.name());
+        assert!(
+            out.status.success(),
+            "scripts/cluster kill {} failed: {}",
+            component.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts a killed component again with its arguments and waits until it is ready.
@@ -75,8 +84,9 @@ impl ChaosCluster {
         let out = script(&self.state, &["start", component.name()]).await;
         assert!(
             out.status.success(),
-            "scripts/cluster start {} failed",
-            component.name()
+            "scripts/cluster start {} failed: {}",
+            component.name(),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -181,11 +191,12 @@ impl Drop for ChaosCluster {
     }
 }
 
+/// Runs scripts/cluster for this control plane; its stderr (why a component did not come up,
+/// with the end of that component's log) is kept for the caller's assertion to quote.
 async fn script(state: &Path, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(repo_root().join("scripts/cluster"))
         .args(args)
         .env("SECRETREF_CLUSTER_DIR", state)
-        .stderr(std::process::Stdio::inherit())
         .output()
         .await
         .expect("scripts/cluster runs")
@@ -216,7 +227,6 @@ fn cluster_script(state: &Path, args: &[&str]) -> std::process::Output {
     Command::new(repo_root().join("scripts/cluster"))
         .args(args)
         .env("SECRETREF_CLUSTER_DIR", state)
-        .stderr(std::process::Stdio::inherit())
         .output()
         .expect("scripts/cluster runs")
 }
