@@ -227,6 +227,7 @@ fn cluster_script(state: &Path, args: &[&str]) -> std::process::Output {
     Command::new(repo_root().join("scripts/cluster"))
         .args(args)
         .env("SECRETREF_CLUSTER_DIR", state)
+        .stderr(std::process::Stdio::inherit())
         .output()
         .expect("scripts/cluster runs")
 }
