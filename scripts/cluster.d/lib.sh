@@ -56,8 +56,9 @@ relaunch() {
 }
 
 # wait_for NAME CHECK...: polls CHECK for up to 120 s while NAME's process lives. (The chaos
-# suite runs several control planes at once on two cores; a kube-apiserver restarted among
-# them once missed a 60 s limit.)
+# suite runs several control planes at once on two cores; with 60 s, a kube-apiserver restarted
+# among them once failed to come back in CI, its reason not recorded then: 60 s is the likely
+# one, and a failure now quotes this script's message.)
 wait_for() {
   local name=$1; shift
   local pid
