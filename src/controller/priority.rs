@@ -115,9 +115,9 @@ impl<T: Send + 'static> Lanes<T> {
     }
 }
 
-/// How long no sync must have run before reports go: the syncs of a fan-out follow each other
-/// with short gaps (the controller's dispatch between two of them), and reports sent in every
-/// such gap would compete with the fan-out after all.
+/// How long no sync that wrote must have run before reports go: the syncs of a fan-out follow
+/// each other with short gaps (the controller's dispatch between two of them), and reports
+/// sent in every such gap would compete with the fan-out after all.
 pub const QUIET: Duration = Duration::from_millis(250);
 
 /// Counts the syncs running and wakes whoever waits for none to run.
@@ -125,22 +125,29 @@ pub const QUIET: Duration = Duration::from_millis(250);
 pub struct Gate {
     busy: AtomicUsize,
     idle: Notify,
-    /// When the last sync ended (none yet: `None`).
-    last_end: std::sync::Mutex<Option<Instant>>,
+    /// When the last sync that wrote ended (none yet: `None`).
+    last_write_end: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A sync in progress; dropping it ends it.
 #[derive(Debug)]
-pub struct Busy<'a>(&'a Gate);
+pub struct Busy<'a> {
+    gate: &'a Gate,
+    wrote: bool,
+}
 
 impl Gate {
     /// Marks a sync as running until the guard is dropped.
     pub fn enter(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::SeqCst);
-        Busy(self)
+        Busy {
+            gate: self,
+            wrote: true,
+        }
     }
 
-    /// Returns once no sync has run for [`QUIET`], or at `deadline`.
+    /// Returns once no sync runs and none that wrote has ended for [`QUIET`], or at
+    /// `deadline`.
     pub async fn idle_or(&self, deadline: Instant) {
         loop {
             let notified = self.idle.notified();
@@ -152,7 +159,7 @@ impl Gate {
                 return;
             }
             if self.busy.load(Ordering::SeqCst) == 0 {
-                let last_end = *self.last_end.lock().unwrap_or_else(|p| p.into_inner());
+                let last_end = *self.last_write_end.lock().unwrap_or_else(|p| p.into_inner());
                 let quiet_from = last_end.map_or(now, |t| t + QUIET);
                 if now >= quiet_from {
                     return;
@@ -169,11 +176,24 @@ impl Gate {
     }
 }
 
+impl Busy<'_> {
+    /// The sync wrote nothing (a refresh that found everything in step): its end does not
+    /// start a quiet period. At 100,000 SecretRefs a thousand such refreshes a second never
+    /// leave [`QUIET`] free, and reports waited for their deadline behind syncs that do not
+    /// compete with them for the API server.
+    pub fn wrote_nothing(&mut self) {
+        self.wrote = false;
+    }
+}
+
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
-            *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            self.0.idle.notify_waiters();
+        let gate = self.gate;
+        if self.wrote {
+            *gate.last_write_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        if gate.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            gate.idle.notify_waiters();
         }
     }
 }
@@ -226,6 +246,35 @@ mod tests {
             start.elapsed(),
             MAX_DEFER,
             "a steady stream of syncs delays, never starves"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn syncs_that_wrote_nothing_do_not_hold_reports_back() {
+        let gate = Arc::new(Gate::default());
+        drop(gate.enter());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.idle_or(Instant::now() + LAZY_MAX_DEFER).await;
+                Instant::now()
+            }
+        });
+        // Refreshes that find everything in step, every 100 ms, each running for 10 ms
+        // (45 to 55 ms, 145 to 155 ms, ...: one runs when the quiet period ends).
+        tokio::time::sleep(Duration::from_millis(45)).await;
+        for _ in 0..20 {
+            let mut busy = gate.enter();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            busy.wrote_nothing();
+            drop(busy);
+            tokio::time::sleep(Duration::from_millis(90)).await;
+        }
+        assert_eq!(
+            waiter.await.expect("waiter") - start,
+            Duration::from_millis(255),
+            "the quiet period after the last write, stretched only by the refresh running at its end"
         );
     }
 

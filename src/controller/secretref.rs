@@ -36,8 +36,11 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     // The status we wrote last is newer than the cached object's until the watch catches up.
     let previous = ctx.statuses.current(&key(&sr), sr.status.as_ref());
     ctx.metrics.syncs_in_flight.inc();
-    let busy = ctx.gate.enter();
+    let mut busy = ctx.gate.enter();
     let outcome = sync(&sr, &ctx, previous.as_ref()).await;
+    if matches!(&outcome, Ok(synced) if !synced.wrote) {
+        busy.wrote_nothing();
+    }
     drop(busy);
     ctx.metrics.syncs_in_flight.dec();
     let reason = match &outcome {
