@@ -51,10 +51,13 @@ pub fn spawn(args: &Args, label: &'static str) -> anyhow::Result<Process> {
     Process::spawn(&env_path("SECRETREF_BENCH_ESO")?, &argv, port, &log, &[])
 }
 
+fn external_secrets() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"))
+}
+
 /// Creates an ExternalSecret with a plain POST, as cheap as the raw creates.
 async fn create(client: &Client, manifest: serde_json::Value) -> anyhow::Result<()> {
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("external-secrets.io", "v1", "ExternalSecret"));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &external_secrets());
     let obj: DynamicObject = serde_json::from_value(manifest)?;
     api.create(&kube::api::PostParams::default(), &obj).await?;
     Ok(())
@@ -152,23 +155,35 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         NS,
     );
     let cycle = format!("{}s", args.cycle.as_secs());
-    let mut result = measure::cold_sync(client, "eso", &op, args, ready, |i| {
+    // ExternalSecret `name` reading store secret `i`, into a target of its own name.
+    let manifest = |name: &str, i: usize| {
         let key = object_name("main", &cluster::store_secret(i % args.store_secrets));
-        let manifest = serde_json::json!({
+        serde_json::json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
-            "metadata": { "name": format!("es-{i}"), "namespace": NS },
+            "metadata": { "name": name, "namespace": NS },
             "spec": {
                 "refreshInterval": cycle,
                 "secretStoreRef": { "kind": "ClusterSecretStore", "name": "bench" },
-                "target": { "name": format!("es-{i}") },
+                "target": { "name": name },
                 "dataFrom": [ { "extract": { "key": key } } ]
             }
-        });
+        })
+    };
+    let mut result = measure::cold_sync(client, "eso", &op, args, ready.clone(), |i| {
+        let manifest = manifest(&format!("es-{i}"), i);
         async move { create(client, manifest).await }
     })
     .await?;
     let reads = |op: &Process| op.metric_sum("externalsecret_provider_api_calls_count", &["call=\"GetSecret\""]);
     measure::steady(client, &op, args, reads, &mut result).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &external_secrets());
+    measure::ready_after_create(
+        &ready,
+        async |name| create(client, manifest(&name, args.store_secrets - 1)).await,
+        async |name| Ok(api.delete(&name, &Default::default()).await.map(|_| ())?),
+        &mut result,
+    )
+    .await?;
     measure::propagation(&mut result, propagation(client, args).await?);
     result.peak_rss_bytes = result.peak_rss_bytes.max(op.peak_rss());
     op.stop().await;

@@ -137,6 +137,42 @@ pub async fn steady(
     Ok(())
 }
 
+/// How many objects [`ready_after_create`] creates, one after the other.
+const READY_SAMPLES: usize = 10;
+
+/// A user's wait (`kubectl wait --for=condition=Ready`): one more object created while the N
+/// refresh with nothing changing, timed from its create until it is Ready; [`READY_SAMPLES`]
+/// of them one after the other, named `ready-K`, deleted afterwards. `create` makes the named
+/// object (reading a store secret no propagation round changes).
+pub async fn ready_after_create(
+    ready: &Arc<Mutex<HashSet<String>>>,
+    create: impl AsyncFn(String) -> anyhow::Result<()>,
+    delete: impl AsyncFn(String) -> anyhow::Result<()>,
+    result: &mut Operator,
+) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for k in 0..READY_SAMPLES {
+        let name = format!("ready-{k}");
+        let started = Instant::now();
+        create(name.clone()).await?;
+        wait_until(
+            Duration::from_secs(120),
+            Duration::from_millis(10),
+            "a new object to be Ready",
+            || async { ready.lock().map(|s| s.contains(&name)).unwrap_or(false) },
+        )
+        .await?;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    for k in 0..READY_SAMPLES {
+        delete(format!("ready-{k}")).await?;
+    }
+    result.ready_after_create_p50_ms = cluster::percentile(&mut samples.clone(), 0.5);
+    result.ready_after_create_max_ms = samples.iter().copied().fold(0.0, f64::max);
+    eprintln!("bench: a new object while the others refresh: Ready after {samples:.0?} ms");
+    Ok(())
+}
+
 /// Fills the propagation figures from latency samples (milliseconds).
 pub fn propagation(result: &mut Operator, mut samples: Vec<f64>) {
     result.propagation_samples = samples.len();

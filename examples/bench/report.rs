@@ -28,6 +28,10 @@ pub struct Operator {
     pub steady_cpu_seconds_per_cycle: f64,
     /// Lease renewals, counted apart from the writes above (leader election, not sync work).
     pub steady_lease_writes_per_cycle: f64,
+    /// One more object created while the N refresh: time until it is Ready (median and
+    /// worst of ten, one after the other).
+    pub ready_after_create_p50_ms: f64,
+    pub ready_after_create_max_ms: f64,
     pub propagation_p50_ms: f64,
     pub propagation_p99_ms: f64,
     pub propagation_samples: usize,
@@ -257,7 +261,7 @@ impl Report {
             out.push_str(&format!("{name:>14}"));
         }
         out.push('\n');
-        let rows: [(&str, Getter); 22] = [
+        let rows: [(&str, Getter); 24] = [
             ("cold_sync_per_s", |o| Some(o.cold_sync_per_s)),
             ("cold_sync / limit.min_writes", |o| Some(o.cold_sync_vs_min_writes)),
             ("cold_sync / raw_create", |_| None),
@@ -277,6 +281,8 @@ impl Report {
                 Some(o.steady_lease_writes_per_cycle)
             }),
             ("steady_cpu_s_per_cycle", |o| Some(o.steady_cpu_seconds_per_cycle)),
+            ("ready_after_create_p50_ms", |o| Some(o.ready_after_create_p50_ms)),
+            ("ready_after_create_max_ms", |o| Some(o.ready_after_create_max_ms)),
             ("propagation_p50_ms", |o| Some(o.propagation_p50_ms)),
             ("propagation_p99_ms", |o| Some(o.propagation_p99_ms)),
             ("propagation_p50 / limit.fanout_apply", |o| {

@@ -108,7 +108,7 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         &GroupVersionKind::gvk("secretref.dev", "v1alpha1", "SecretRef"),
         NS,
     );
-    let mut result = measure::cold_sync(client, "secretref", &op, args, ready, |i| async move {
+    let mut result = measure::cold_sync(client, "secretref", &op, args, ready.clone(), |i| async move {
         create(client, NS, &format!("sr-{i}"), spec(args, i)).await
     })
     .await?;
@@ -117,6 +117,14 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
         &op,
         args,
         |op| op.metric_sum("secretref_backend_reads_total", &[]),
+        &mut result,
+    )
+    .await?;
+    let refs: Api<SecretRef> = Api::namespaced(client.clone(), NS);
+    measure::ready_after_create(
+        &ready,
+        async |name| create(client, NS, &name, spec(args, args.store_secrets - 1)).await,
+        async |name| Ok(refs.delete(&name, &Default::default()).await.map(|_| ())?),
         &mut result,
     )
     .await?;

@@ -203,6 +203,11 @@ fn growth(dir: &Path, stem: &str, r: &Value) -> anyhow::Result<Vec<PathBuf>> {
             series(&["min_writes_per_s"], 1.0),
         ),
     ];
+    // The same floor taken again after the operators ran (growth runs since the seventh pass).
+    let after = series(&["min_writes_per_s_after"], 1.0);
+    if !after.is_empty() {
+        rate.push(("floor, taken again after".to_string(), RGBColor(150, 150, 150), after));
+    }
     let eso_rate = series(&["eso", "cold_sync_per_s"], 1.0);
     if !eso_rate.is_empty() {
         rate.push(("ESO cold sync".to_string(), PEER, eso_rate));
