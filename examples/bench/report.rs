@@ -29,9 +29,11 @@ pub struct Operator {
     /// Lease renewals, counted apart from the writes above (leader election, not sync work).
     pub steady_lease_writes_per_cycle: f64,
     /// One more object created while the N refresh: time until it is Ready (median and
-    /// worst of ten, one after the other).
+    /// worst of ten, one after the other; one not Ready within 120 s counts as 120 s, is
+    /// counted in `ready_after_create_timed_out` and ends the sampling).
     pub ready_after_create_p50_ms: f64,
     pub ready_after_create_max_ms: f64,
+    pub ready_after_create_timed_out: usize,
     pub propagation_p50_ms: f64,
     pub propagation_p99_ms: f64,
     pub propagation_samples: usize,

@@ -4,13 +4,19 @@
 //! wait a bounded time, so a steady stream of syncs delays them but never starves them.
 //!
 //! How long depends on what a report says. One a user or a tool waits for (Ready appearing or
-//! changing, a failure, the record a rollout restart is decided by) waits at most
-//! [`MAX_DEFER`]. One that only records another sync of a SecretRef that stays Ready (its new
-//! dataHash after a store change) waits for a pause in the syncs, up to [`LAZY_MAX_DEFER`]:
-//! with the short bound, the reports of one fan-out were written in the middle of the next
-//! (measured: a store change 4 s after another reached its last target 2.5x later than the
-//! API server can apply them; with the reports waiting for the pause, 1.1x). Each kind has its
-//! own lane of writers, so a prompt report never queues behind a lazy one.
+//! changing, a failure, the record a rollout restart is decided by) goes once no target has
+//! been written for [`QUIET`], and waits at most [`MAX_DEFER`]. One that only records another
+//! sync of a SecretRef that stays Ready (its new dataHash after a store change) waits for a
+//! longer pause, [`LAZY_QUIET`], up to [`LAZY_MAX_DEFER`]: with the short bound, the reports
+//! of one fan-out were written in the middle of the next (measured: a store change 4 s after
+//! another reached its last target 2.5x later than the API server can apply them; with the
+//! reports waiting for the pause, 1.1x), and with the short pause, in the second between two
+//! fan-outs, delaying the next one's first targets. Each kind has its own lane of writers, so
+//! a prompt report never queues behind a lazy one.
+//!
+//! Only syncs that wrote a target end a pause: refreshes that find everything in step (at
+//! 10,000 SecretRefs, hundreds a second) hold reports back while they run, not after, or no
+//! pause would ever come and every report would wait for its bound.
 
 use std::{
     future::Future,
@@ -48,6 +54,13 @@ impl Urgency {
             Urgency::Lazy => LAZY_MAX_DEFER,
         }
     }
+
+    fn quiet(self) -> Duration {
+        match self {
+            Urgency::Prompt => QUIET,
+            Urgency::Lazy => LAZY_QUIET,
+        }
+    }
 }
 
 /// Work done behind the syncs: one lane of `per_lane` workers per [`Urgency`], each item
@@ -80,7 +93,7 @@ impl<T: Send + 'static> Lanes<T> {
         F: Fn(T) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        let lane = |stop: futures::future::BoxFuture<'static, ()>| {
+        let lane = |urgency: Urgency, stop: futures::future::BoxFuture<'static, ()>| {
             let (tx, mut rx) = mpsc::unbounded_channel::<(T, Instant)>();
             let (gate, work) = (gate.clone(), work.clone());
             let workers = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).for_each_concurrent(
@@ -88,7 +101,7 @@ impl<T: Send + 'static> Lanes<T> {
                 move |(item, deadline)| {
                     let (gate, work) = (gate.clone(), work.clone());
                     async move {
-                        gate.idle_or(deadline).await;
+                        gate.idle_or(urgency.quiet(), deadline).await;
                         work(item).await;
                     }
                 },
@@ -99,8 +112,8 @@ impl<T: Send + 'static> Lanes<T> {
             tx
         };
         Lanes {
-            prompt: lane(stop.clone().boxed()),
-            lazy: lane(stop.boxed()),
+            prompt: lane(Urgency::Prompt, stop.clone().boxed()),
+            lazy: lane(Urgency::Lazy, stop.boxed()),
         }
     }
 
@@ -115,10 +128,13 @@ impl<T: Send + 'static> Lanes<T> {
     }
 }
 
-/// How long no sync that wrote must have run before reports go: the syncs of a fan-out follow
-/// each other with short gaps (the controller's dispatch between two of them), and reports
-/// sent in every such gap would compete with the fan-out after all.
+/// How long no sync that wrote may have run before prompt reports go: the syncs of a fan-out
+/// follow each other with short gaps (the controller's dispatch between two of them), and
+/// reports sent in every such gap would compete with the fan-out after all.
 pub const QUIET: Duration = Duration::from_millis(250);
+/// The same for lazy reports: long enough that a burst of store changes a second or so apart
+/// writes all its targets first.
+pub const LAZY_QUIET: Duration = Duration::from_secs(2);
 
 /// Counts the syncs running and wakes whoever waits for none to run.
 #[derive(Debug, Default)]
@@ -146,9 +162,8 @@ impl Gate {
         }
     }
 
-    /// Returns once no sync runs and none that wrote has ended for [`QUIET`], or at
-    /// `deadline`.
-    pub async fn idle_or(&self, deadline: Instant) {
+    /// Returns once no sync runs and none that wrote has ended for `quiet`, or at `deadline`.
+    pub async fn idle_or(&self, quiet: Duration, deadline: Instant) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -160,7 +175,7 @@ impl Gate {
             }
             if self.busy.load(Ordering::SeqCst) == 0 {
                 let last_end = *self.last_write_end.lock().unwrap_or_else(|p| p.into_inner());
-                let quiet_from = last_end.map_or(now, |t| t + QUIET);
+                let quiet_from = last_end.map_or(now, |t| t + quiet);
                 if now >= quiet_from {
                     return;
                 }
@@ -178,9 +193,7 @@ impl Gate {
 
 impl Busy<'_> {
     /// The sync wrote nothing (a refresh that found everything in step): its end does not
-    /// start a quiet period. At 100,000 SecretRefs a thousand such refreshes a second never
-    /// leave [`QUIET`] free, and reports waited for their deadline behind syncs that do not
-    /// compete with them for the API server.
+    /// start a quiet period.
     pub fn wrote_nothing(&mut self) {
         self.wrote = false;
     }
@@ -206,14 +219,14 @@ mod tests {
     async fn reports_wait_for_the_syncs_but_not_forever() {
         let gate = std::sync::Arc::new(Gate::default());
         let start = Instant::now();
-        gate.idle_or(start + MAX_DEFER).await;
+        gate.idle_or(QUIET, start + MAX_DEFER).await;
         assert_eq!(start.elapsed(), Duration::ZERO, "nothing runs: no wait");
 
         let busy = gate.enter();
         let waiter = tokio::spawn({
             let gate = gate.clone();
             async move {
-                gate.idle_or(Instant::now() + MAX_DEFER).await;
+                gate.idle_or(QUIET, Instant::now() + MAX_DEFER).await;
                 Instant::now()
             }
         });
@@ -232,7 +245,7 @@ mod tests {
         let waiter = tokio::spawn({
             let gate = gate.clone();
             async move {
-                gate.idle_or(Instant::now() + MAX_DEFER).await;
+                gate.idle_or(QUIET, Instant::now() + MAX_DEFER).await;
                 Instant::now()
             }
         });
@@ -241,7 +254,7 @@ mod tests {
         assert_eq!(waiter.await.expect("waiter") - start, MAX_DEFER);
 
         let start = Instant::now();
-        gate.idle_or(start + MAX_DEFER).await;
+        gate.idle_or(QUIET, start + MAX_DEFER).await;
         assert_eq!(
             start.elapsed(),
             MAX_DEFER,
@@ -257,7 +270,7 @@ mod tests {
         let waiter = tokio::spawn({
             let gate = gate.clone();
             async move {
-                gate.idle_or(Instant::now() + LAZY_MAX_DEFER).await;
+                gate.idle_or(QUIET, Instant::now() + LAZY_MAX_DEFER).await;
                 Instant::now()
             }
         });
@@ -275,6 +288,38 @@ mod tests {
             waiter.await.expect("waiter") - start,
             Duration::from_millis(255),
             "the quiet period after the last write, stretched only by the refresh running at its end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_between_two_fan_outs_lets_news_through_not_records() {
+        let gate = Arc::new(Gate::default());
+        let (done, mut finished) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        let lanes = Lanes::start(
+            gate.clone(),
+            1,
+            futures::future::pending::<()>(),
+            move |name: &'static str| {
+                let done = done.clone();
+                async move {
+                    let _ = done.send((name, start.elapsed()));
+                }
+            },
+        );
+        let first = gate.enter();
+        assert!(lanes.send(Urgency::Lazy, "record"));
+        assert!(lanes.send(Urgency::Prompt, "news"));
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let second = gate.enter();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(second);
+        assert_eq!(finished.recv().await, Some(("news", QUIET)));
+        assert_eq!(
+            finished.recv().await,
+            Some(("record", Duration::from_secs(2) + LAZY_QUIET)),
+            "after the second fan-out, not between the two"
         );
     }
 
@@ -306,8 +351,8 @@ mod tests {
         drop(busy);
         assert_eq!(
             finished.recv().await,
-            Some(("lazy", MAX_DEFER + Duration::from_secs(10) + QUIET)),
-            "a lazy report goes at the pause"
+            Some(("lazy", MAX_DEFER + Duration::from_secs(10) + LAZY_QUIET)),
+            "a lazy report goes at the longer pause"
         );
         let _busy = gate.enter();
         let queued = Instant::now();
