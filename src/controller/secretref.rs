@@ -38,6 +38,8 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     ctx.metrics.syncs_in_flight.inc();
     let mut busy = ctx.gate.enter();
     let outcome = sync(&sr, &ctx, previous.as_ref()).await;
+    // Only a sync known to have written nothing lets reports through after it; a failed one
+    // may have written (or tried to) and counts as a write.
     if matches!(&outcome, Ok(synced) if !synced.wrote) {
         busy.wrote_nothing();
     }
