@@ -291,22 +291,23 @@ mod tests {
         );
     }
 
+    /// Lanes of one worker each that report which item they ran, and when (since now).
+    fn recording_lanes(gate: &Arc<Gate>) -> (Lanes<&'static str>, mpsc::UnboundedReceiver<(&'static str, Duration)>) {
+        let (done, finished) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        let lanes = Lanes::start(gate.clone(), 1, futures::future::pending::<()>(), move |name| {
+            let done = done.clone();
+            async move {
+                let _ = done.send((name, start.elapsed()));
+            }
+        });
+        (lanes, finished)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_second_between_two_fan_outs_lets_news_through_not_records() {
         let gate = Arc::new(Gate::default());
-        let (done, mut finished) = mpsc::unbounded_channel();
-        let start = Instant::now();
-        let lanes = Lanes::start(
-            gate.clone(),
-            1,
-            futures::future::pending::<()>(),
-            move |name: &'static str| {
-                let done = done.clone();
-                async move {
-                    let _ = done.send((name, start.elapsed()));
-                }
-            },
-        );
+        let (lanes, mut finished) = recording_lanes(&gate);
         let first = gate.enter();
         assert!(lanes.send(Urgency::Lazy, "record"));
         assert!(lanes.send(Urgency::Prompt, "news"));
@@ -326,19 +327,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_prompt_report_never_waits_behind_a_lazy_one() {
         let gate = Arc::new(Gate::default());
-        let (done, mut finished) = mpsc::unbounded_channel();
         let start = Instant::now();
-        let lanes = Lanes::start(
-            gate.clone(),
-            1,
-            futures::future::pending::<()>(),
-            move |name: &'static str| {
-                let done = done.clone();
-                async move {
-                    let _ = done.send((name, start.elapsed()));
-                }
-            },
-        );
+        let (lanes, mut finished) = recording_lanes(&gate);
         let busy = gate.enter();
         assert!(lanes.send(Urgency::Lazy, "lazy"));
         assert!(lanes.send(Urgency::Prompt, "prompt"));
