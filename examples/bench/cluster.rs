@@ -230,11 +230,7 @@ pub async fn apiserver_writes(client: &Client) -> anyhow::Result<(f64, f64)> {
 /// " (code)" for failed ones), with the seconds it spent on them (the sum of its
 /// request-duration histogram).
 pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client
-        .request_text(request)
-        .await
-        .context("reading the API server's /metrics")?;
+    let text = apiserver_metrics(client).await?;
     let label = |line: &str, name: &str| -> String {
         let key = format!("{name}=\"");
         line.split_once(&key)
@@ -268,6 +264,46 @@ pub async fn apiserver_requests(client: &Client) -> anyhow::Result<BTreeMap<Stri
         }
     }
     Ok(out)
+}
+
+async fn apiserver_metrics(client: &Client) -> anyhow::Result<String> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    client
+        .request_text(request)
+        .await
+        .context("reading the API server's /metrics")
+}
+
+/// kube-apiserver's own CPU seconds and Go garbage collections so far: what a round that took
+/// the API server longer for the same requests spent it on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiserverRuntime {
+    cpu_seconds: f64,
+    gc_cycles: f64,
+}
+
+impl ApiserverRuntime {
+    pub async fn now(client: &Client) -> anyhow::Result<Self> {
+        let text = apiserver_metrics(client).await?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Ok(ApiserverRuntime {
+            cpu_seconds: value("process_cpu_seconds_total"),
+            gc_cycles: value("go_gc_duration_seconds_count"),
+        })
+    }
+
+    /// `kube-apiserver: C s CPU, G GC cycles` since `before`.
+    pub fn since(&self, before: &Self) -> String {
+        format!(
+            "kube-apiserver: {:.1} s CPU, {:.0} GC cycles",
+            self.cpu_seconds - before.cpu_seconds,
+            self.gc_cycles - before.gc_cycles
+        )
+    }
 }
 
 /// The requests served between two [`apiserver_requests`] snapshots, as `VERB resource:

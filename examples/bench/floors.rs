@@ -145,6 +145,7 @@ async fn fanout(client: &Client, args: &Args, uids: &[String]) -> anyhow::Result
     for round in 0..args.store_secrets.min(5) {
         let members: Vec<usize> = (0..args.refs).filter(|i| i % args.store_secrets == round).collect();
         let requests_before = cluster::apiserver_requests(client).await?;
+        let runtime_before = cluster::ApiserverRuntime::now(client).await?;
         let started = Instant::now();
         cluster::create_all(members.len(), args.concurrency, |k| {
             let (secrets, i, done) = (secrets.clone(), members[k], &done);
@@ -162,8 +163,12 @@ async fn fanout(client: &Client, args: &Args, uids: &[String]) -> anyhow::Result
         })
         .await?;
         rounds.push(started.elapsed().as_secs_f64());
+        let runtime = cluster::ApiserverRuntime::now(client).await?.since(&runtime_before);
         let requests = cluster::requests_between(&requests_before, &cluster::apiserver_requests(client).await?);
-        eprintln!("bench: floor round {round}'s API requests: {}", requests.join(", "));
+        eprintln!(
+            "bench: floor round {round}'s API requests: {}; {runtime}",
+            requests.join(", ")
+        );
     }
     let fanout_apply_s = cluster::percentile(&mut rounds.clone(), 0.5);
     let fanout_apply_p99_s = cluster::percentile(&mut done.into_inner().unwrap_or_else(|p| p.into_inner()), 0.99);

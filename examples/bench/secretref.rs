@@ -153,6 +153,7 @@ async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Resu
             .collect();
         let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let requests_before = cluster::apiserver_requests(client).await?;
+        let runtime_before = cluster::ApiserverRuntime::now(client).await?;
         let store_gets = || op.metric_sum("secretref_backend_calls_total", &["operation=\"get\""]);
         let reads_before = (op.metric_sum("secretref_target_reads_total", &[]), store_gets());
         let changed_at = Instant::now();
@@ -177,10 +178,11 @@ async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Resu
         );
         // What else the API server served meanwhile (statuses and Events of earlier rounds?):
         // the round's own writes are the M targets.
+        let runtime = cluster::ApiserverRuntime::now(client).await?.since(&runtime_before);
         let requests = cluster::requests_between(&requests_before, &cluster::apiserver_requests(client).await?);
         let target_reads = op.metric_sum("secretref_target_reads_total", &[]) - reads_before.0;
         eprintln!(
-            "bench: round {round}'s API requests: {}; the operator's target reads: {target_reads}, store reads: {}",
+            "bench: round {round}'s API requests: {}; the operator's target reads: {target_reads}, store reads: {}; {runtime}",
             requests.join(", "),
             store_gets() - reads_before.1
         );
