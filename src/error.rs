@@ -72,6 +72,13 @@ impl SyncError {
         matches!(self.reason(), Reason::BackendUnavailable)
     }
 
+    /// Whether the target may have been written before the failure: only a Kubernetes API
+    /// error can leave that unknown (a write that timed out may have landed); every other
+    /// failure is decided before the write, or is the API server refusing it.
+    pub fn may_have_written(&self) -> bool {
+        matches!(self, SyncError::Kube { .. })
+    }
+
     /// Wraps a Kubernetes API error from `step`, keeping only its status, not any echoed body.
     pub fn kube(step: impl Into<String>, err: kube::Error) -> Self {
         let message = match &err {
@@ -83,6 +90,37 @@ impl SyncError {
         SyncError::Kube {
             step: step.into(),
             message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_api_error_leaves_a_write_unknown() {
+        let kube = SyncError::Kube {
+            step: "applying target".into(),
+            message: "timed out".into(),
+        };
+        assert!(kube.may_have_written());
+        for decided_before_the_write in [
+            SyncError::SecretNotFound {
+                store: "s".into(),
+                environment: "main".into(),
+                name: "a".into(),
+            },
+            SyncError::TargetConflict {
+                target: "app".into(),
+                why: "owned by someone else".into(),
+            },
+            SyncError::NoDefaultStore,
+        ] {
+            assert!(
+                !decided_before_the_write.may_have_written(),
+                "{decided_before_the_write}"
+            );
         }
     }
 }

@@ -38,9 +38,13 @@ pub async fn reconcile(sr: Arc<SecretRef>, ctx: Arc<Context>) -> Result<Action, 
     ctx.metrics.syncs_in_flight.inc();
     let mut busy = ctx.gate.enter();
     let outcome = sync(&sr, &ctx, previous.as_ref()).await;
-    // Only a sync known to have written nothing lets reports through after it; a failed one
-    // may have written (or tried to) and counts as a write.
-    if matches!(&outcome, Ok(synced) if !synced.wrote) {
+    // Only a sync that may have written a target holds reports back after it ends: refreshes
+    // in step and failures before any write (a store outage at scale) let them through.
+    let may_have_written = match &outcome {
+        Ok(synced) => synced.wrote,
+        Err(e) => e.may_have_written(),
+    };
+    if !may_have_written {
         busy.wrote_nothing();
     }
     drop(busy);
