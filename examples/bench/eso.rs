@@ -3,7 +3,7 @@
 //! its own kubernetes provider (client-certificate auth against the same API server).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{HashMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, GroupVersionKind, PartialObjectMeta},
+    api::{DynamicObject, GroupVersionKind},
     discovery::{self, ApiResource},
     runtime::watcher,
 };
@@ -194,30 +194,24 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
 /// store watch, so changes arrive at its next refresh.
 async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let meta: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), NS);
     let mut samples = Vec::new();
+    let mut targets = measure::TargetWatch::start(watcher(api, watcher::Config::default())).await?;
     // Rounds 10.. so the values differ from secretref's rounds.
     for round in 0..args.store_secrets.min(5) {
-        let baseline: BTreeMap<String, String> = meta
-            .list_metadata(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|s| Some((s.name_any(), s.resource_version()?)))
-            .collect();
-        let expected: HashSet<String> = (0..args.refs)
+        targets.settle();
+        let baseline: HashMap<String, Option<String>> = (0..args.refs)
             .filter(|i| i % args.store_secrets == round)
             .map(|i| format!("es-{i}"))
+            .map(|name| (name.clone(), targets.latest(&name).and_then(|s| s.resource_version())))
             .collect();
-        let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let changed_at = Instant::now();
         let value = args.value_offset + round + 10;
         cluster::touch_store_secret(client, round, value).await?;
         let want = format!("key-{round}-{value}");
         let (mut seen, from) = (HashSet::new(), samples.len());
         let deadline = changed_at + args.cycle.mul_f64(1.5) + Duration::from_secs(30);
-        while seen.len() < expected.len() && Instant::now() < deadline {
-            let Ok(Some((arrived, s))) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await else {
+        while seen.len() < baseline.len() && Instant::now() < deadline {
+            let Some((arrived, s)) = targets.next(Duration::from_secs(5)).await else {
                 continue;
             };
             let name = s.name_any();
@@ -226,9 +220,10 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
                 .as_ref()
                 .and_then(|d| d.get("API_KEY"))
                 .is_some_and(|v| v.0 == want.as_bytes());
-            if expected.contains(&name)
-                && updated
-                && s.resource_version() != baseline.get(&name).cloned()
+            if updated
+                && baseline
+                    .get(&name)
+                    .is_some_and(|before| s.resource_version() != *before)
                 && seen.insert(name)
             {
                 samples.push(arrived.duration_since(changed_at).as_secs_f64() * 1000.0);
@@ -237,7 +232,7 @@ async fn propagation(client: &Client, args: &Args) -> anyhow::Result<Vec<f64>> {
         eprintln!(
             "bench: eso propagation round {round}: {}/{} targets updated; {}",
             seen.len(),
-            expected.len(),
+            baseline.len(),
             measure::round_spread(samples[from..].to_vec())
         );
     }

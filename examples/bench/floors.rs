@@ -21,7 +21,7 @@ use secretref::{
     desired::{DATA_HASH_ANNOTATION, target_labels},
 };
 
-use crate::{Args, cluster, report::RequestCost, secretref::spec};
+use crate::{Args, cluster, measure, report::RequestCost, secretref::spec};
 
 const NS: &str = "bench-floor";
 
@@ -146,6 +146,12 @@ async fn fanout(client: &Client, args: &Args, uids: &[String]) -> anyhow::Result
         let members: Vec<usize> = (0..args.refs).filter(|i| i % args.store_secrets == round).collect();
         let requests_before = cluster::apiserver_requests(client).await?;
         let runtime_before = cluster::ApiserverRuntime::now(client).await?;
+        let profile = measure::apiserver_profile(
+            client,
+            args,
+            &format!("floor-round{round}-apiserver.pprof"),
+            measure::ROUND_PROFILE_SECONDS,
+        );
         let started = Instant::now();
         cluster::create_all(members.len(), args.concurrency, |k| {
             let (secrets, i, done) = (secrets.clone(), members[k], &done);
@@ -169,6 +175,9 @@ async fn fanout(client: &Client, args: &Args, uids: &[String]) -> anyhow::Result
             "bench: floor round {round}'s API requests: {}; {runtime}",
             requests.join(", ")
         );
+        if let Some(profile) = profile {
+            let _ = profile.await;
+        }
     }
     let fanout_apply_s = cluster::percentile(&mut rounds.clone(), 0.5);
     let fanout_apply_p99_s = cluster::percentile(&mut done.into_inner().unwrap_or_else(|p| p.into_inner()), 0.99);

@@ -48,7 +48,8 @@ pub struct Args {
     pub concurrency: usize,
     pub cycle: Duration,
     pub json: PathBuf,
-    /// Where to write a kube-apiserver CPU profile of each cold sync (`go tool pprof -top`).
+    /// Where to write kube-apiserver CPU profiles (`go tool pprof -top`): of each cold sync's
+    /// first 20 s, and of each fan-out round, the floor's and secretref's (`-diff_base`).
     pub profile_dir: Option<PathBuf>,
     /// `--growth N1,N2,...`: the growth curve (growth.rs) instead of the single run.
     pub growth: Vec<usize>,

@@ -24,6 +24,37 @@ use crate::{
 /// How long the optional kube-apiserver CPU profile of a cold sync runs (from its start).
 const PROFILE_SECONDS: u64 = 20;
 
+/// How long the optional kube-apiserver CPU profile of a fan-out round runs (from the change):
+/// longer than a round's 1,000 applies (1-2.5 s at N = 10,000), shorter than the operator's
+/// 2 s pause after them before its statuses, so that both parties' profiles hold the applies
+/// and little else.
+pub const ROUND_PROFILE_SECONDS: u64 = 3;
+
+/// With `--profile-dir`, a kube-apiserver CPU profile of the next `seconds`, saved as `file` in
+/// that folder by a task to await once they are over. Failures are reported, not fatal: the
+/// profile is a diagnosis, not a measurement.
+pub fn apiserver_profile(
+    client: &Client,
+    args: &Args,
+    file: &str,
+    seconds: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = args.profile_dir.clone()?;
+    let (client, file) = (client.clone(), dir.join(file));
+    Some(tokio::spawn(async move {
+        let written = async {
+            let bytes = cluster::apiserver_cpu_profile(&client, seconds).await?;
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(&file, bytes)?;
+            anyhow::Ok(())
+        };
+        match written.await {
+            Ok(()) => eprintln!("bench: kube-apiserver CPU profile in {}", file.display()),
+            Err(e) => eprintln!("bench: no kube-apiserver CPU profile: {e:#}"),
+        }
+    }))
+}
+
 /// Names of the objects of `kind` in `namespace` whose Ready condition is True, kept up to date
 /// by a watch.
 pub fn track_ready(client: &Client, gvk: &GroupVersionKind, namespace: &str) -> Arc<Mutex<HashSet<String>>> {
@@ -65,22 +96,7 @@ where
     eprintln!("bench: {name} cold sync of {} objects", args.refs);
     let (op_cpu, (api_cpu, etcd_cpu)) = (op.cpu_seconds(), control_plane_cpu());
     let requests_before = cluster::apiserver_requests(client).await?;
-    let profile = args.profile_dir.clone().map(|dir| {
-        let client = client.clone();
-        let file = dir.join(format!("{name}-apiserver.pprof"));
-        tokio::spawn(async move {
-            let written = async {
-                let bytes = cluster::apiserver_cpu_profile(&client, PROFILE_SECONDS).await?;
-                std::fs::create_dir_all(&dir)?;
-                std::fs::write(&file, bytes)?;
-                anyhow::Ok(())
-            };
-            match written.await {
-                Ok(()) => eprintln!("bench: kube-apiserver CPU profile in {}", file.display()),
-                Err(e) => eprintln!("bench: no kube-apiserver CPU profile: {e:#}"),
-            }
-        })
-    });
+    let profile = apiserver_profile(client, args, &format!("{name}-apiserver.pprof"), PROFILE_SECONDS);
     let started = Instant::now();
     cluster::create_all(args.refs, args.concurrency, create).await?;
     let n = args.refs;
@@ -211,48 +227,80 @@ pub async fn settled_rss(op: Process, args: &Args, reconciled: &str, labels: &[&
     Ok(rss)
 }
 
-/// Objects the watch `events` delivers after its initial list, each with the moment it arrived.
+/// The benchmark's own watch of the targets, started once before the first propagation round
+/// and kept for all of them.
 ///
-/// A watcher stream is lazy: it sends its LIST of every object only when first polled. A
-/// propagation round that polled it only after changing the store secret timed the operator
-/// against its own benchmark's LIST of all N targets (and their decoding), which the floor
-/// never pays. So the watch runs in a task of its own from here on, and this returns once its
-/// initial list is read; arrival times are taken in that task, not when the round's loop gets to
-/// them. The task ends with the receiver.
-pub async fn changes_after_list<K, S>(events: S) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(Instant, K)>>
-where
-    K: Send + 'static,
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (listed_tx, listed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        let mut listed_tx = Some(listed_tx);
-        loop {
-            let event = tokio::select! {
-                () = tx.closed() => return,
-                event = events.next() => event,
-            };
-            match event {
-                None => return,
-                Some(Ok(watcher::Event::InitDone)) => {
-                    if let Some(l) = listed_tx.take() {
-                        let _ = l.send(());
+/// A watcher stream is lazy: it sends its LIST of every object only when first polled, so it
+/// runs in a task of its own, which takes each object's arrival time (not when a round's loop
+/// gets to it). One watch for all rounds because a LIST of the N targets before each round (the
+/// baseline and the watch's own, as earlier passes did) is work for the API server that the
+/// floor's rounds never get: a kube-apiserver CPU profile per round showed its garbage
+/// collector marking during slow rounds, and the allocations of those LISTs bring its next
+/// collection forward into the operator's rounds.
+pub struct TargetWatch<K> {
+    /// The newest copy of every object seen so far: a round's baseline.
+    latest: std::collections::HashMap<String, K>,
+    events: tokio::sync::mpsc::UnboundedReceiver<(Instant, K)>,
+}
+
+impl<K: kube::Resource + Clone + Send + 'static> TargetWatch<K> {
+    /// Starts the watch `events` and returns once its initial list is read.
+    pub async fn start<S>(events: S) -> anyhow::Result<Self>
+    where
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (listed_tx, listed) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let (mut listed_tx, mut initial) = (Some(listed_tx), Vec::new());
+            loop {
+                let event = tokio::select! {
+                    () = tx.closed() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    None => return,
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if let Some(l) = listed_tx.take() {
+                            let _ = l.send(std::mem::take(&mut initial));
+                        }
                     }
+                    // Objects of the initial list are the baseline, not changes; those of a
+                    // re-list after a broken watch may be changes, so they count.
+                    Some(Ok(watcher::Event::InitApply(obj))) if listed_tx.is_some() => initial.push(obj),
+                    Some(Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) => {
+                        let _ = tx.send((Instant::now(), obj));
+                    }
+                    Some(_) => {}
                 }
-                // Objects of the initial list are the baseline, not changes; those of a
-                // re-list after a broken watch may be changes, so they count.
-                Some(Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) if listed_tx.is_none() => {
-                    let _ = tx.send((Instant::now(), obj));
-                }
-                Some(_) => {}
             }
+        });
+        let initial = tokio::time::timeout(Duration::from_secs(300), listed)
+            .await
+            .map_err(|_| anyhow::anyhow!("the benchmark's watch did not list within 300 s"))?
+            .map_err(|_| anyhow::anyhow!("the benchmark's watch ended before its first list"))?;
+        let latest = initial.into_iter().map(|o| (o.name_any(), o)).collect();
+        Ok(TargetWatch { latest, events: rx })
+    }
+
+    /// Takes in every change delivered so far, so that [`Self::latest`] is the baseline of the
+    /// round about to start.
+    pub fn settle(&mut self) {
+        while let Ok((_, obj)) = self.events.try_recv() {
+            self.latest.insert(obj.name_any(), obj);
         }
-    });
-    tokio::time::timeout(Duration::from_secs(300), listed)
-        .await
-        .map_err(|_| anyhow::anyhow!("the benchmark's watch did not list within 300 s"))?
-        .map_err(|_| anyhow::anyhow!("the benchmark's watch ended before its first list"))?;
-    Ok(rx)
+    }
+
+    /// The newest copy of `name` taken in.
+    pub fn latest(&self, name: &str) -> Option<&K> {
+        self.latest.get(name)
+    }
+
+    /// The next change within `wait`, with its arrival time.
+    pub async fn next(&mut self, wait: Duration) -> Option<(Instant, K)> {
+        let (arrived, obj) = tokio::time::timeout(wait, self.events.recv()).await.ok()??;
+        self.latest.insert(obj.name_any(), obj.clone());
+        Some((arrived, obj))
+    }
 }

@@ -1,7 +1,7 @@
 //! The secretref side of the benchmark: the release binary, run as a process.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{HashMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -139,41 +139,45 @@ pub async fn run(client: &Client, args: &Args) -> anyhow::Result<Operator> {
 async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Result<Vec<f64>> {
     let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), NS);
     let mut samples = Vec::new();
+    let mut targets = measure::TargetWatch::start(watcher(api, watcher::Config::default())).await?;
+    let hash = |s: &PartialObjectMeta<Secret>| s.annotations().get("secretref.dev/data-hash").cloned();
     for round in 0..args.store_secrets.min(5) {
-        let baseline: BTreeMap<String, String> = api
-            .list_metadata(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|s| Some((s.name_any(), s.annotations().get("secretref.dev/data-hash")?.clone())))
-            .collect();
-        let expected: HashSet<String> = (0..args.refs)
+        targets.settle();
+        let baseline: HashMap<String, Option<String>> = (0..args.refs)
             .filter(|i| i % args.store_secrets == round)
             .map(|i| format!("sr-{i}"))
+            .map(|name| (name.clone(), targets.latest(&name).and_then(hash)))
             .collect();
-        let mut events = measure::changes_after_list(watcher(api.clone(), watcher::Config::default())).await?;
         let requests_before = cluster::apiserver_requests(client).await?;
         let runtime_before = cluster::ApiserverRuntime::now(client).await?;
         let store_gets = || op.metric_sum("secretref_backend_calls_total", &["operation=\"get\""]);
         let reads_before = (op.metric_sum("secretref_target_reads_total", &[]), store_gets());
+        let profile = measure::apiserver_profile(
+            client,
+            args,
+            &format!("secretref-round{round}-apiserver.pprof"),
+            measure::ROUND_PROFILE_SECONDS,
+        );
         let changed_at = Instant::now();
         cluster::touch_store_secret(client, round, args.value_offset + round + 1).await?;
         let (mut seen, from) = (HashSet::new(), samples.len());
         let deadline = changed_at + Duration::from_secs(120);
-        while seen.len() < expected.len() && Instant::now() < deadline {
-            let Ok(Some((arrived, s))) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await else {
+        while seen.len() < baseline.len() && Instant::now() < deadline {
+            let Some((arrived, s)) = targets.next(Duration::from_secs(5)).await else {
                 continue;
             };
             let name = s.name_any();
-            let hash = s.annotations().get("secretref.dev/data-hash").cloned();
-            if expected.contains(&name) && hash.is_some() && hash.as_ref() != baseline.get(&name) && seen.insert(name) {
+            let changed = baseline
+                .get(&name)
+                .is_some_and(|before| hash(&s).is_some() && hash(&s) != *before);
+            if changed && seen.insert(name) {
                 samples.push(arrived.duration_since(changed_at).as_secs_f64() * 1000.0);
             }
         }
         eprintln!(
             "bench: propagation round {round}: {}/{} targets updated; {}",
             seen.len(),
-            expected.len(),
+            baseline.len(),
             measure::round_spread(samples[from..].to_vec())
         );
         // What else the API server served meanwhile (statuses and Events of earlier rounds?):
@@ -186,6 +190,9 @@ async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Resu
             requests.join(", "),
             store_gets() - reads_before.1
         );
+        if let Some(profile) = profile {
+            let _ = profile.await;
+        }
     }
     Ok(samples)
 }
