@@ -25,9 +25,9 @@ use crate::{
 const PROFILE_SECONDS: u64 = 20;
 
 /// How long the optional kube-apiserver CPU profile of a fan-out round runs (from the change):
-/// longer than a round's 1,000 applies (1-2.5 s at N = 10,000), shorter than the operator's
-/// 2 s pause after them before its statuses, so that both parties' profiles hold the applies
-/// and little else.
+/// longer than a round's 1,000 applies (1-2.5 s at N = 10,000) and over before the operator's
+/// statuses, which wait for 2 s without a target write, so that both parties' profiles hold
+/// the applies and little else. The next round waits for the profile.
 pub const ROUND_PROFILE_SECONDS: u64 = 3;
 
 /// With `--profile-dir`, a kube-apiserver CPU profile of the next `seconds`, saved as `file` in
