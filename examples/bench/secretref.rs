@@ -167,9 +167,8 @@ async fn propagation(client: &Client, op: &Process, args: &Args) -> anyhow::Resu
                 continue;
             };
             let name = s.name_any();
-            let changed = baseline
-                .get(&name)
-                .is_some_and(|before| hash(&s).is_some() && hash(&s) != *before);
+            let now = hash(&s);
+            let changed = now.is_some() && baseline.get(&name).is_some_and(|before| now != *before);
             if changed && seen.insert(name) {
                 samples.push(arrived.duration_since(changed_at).as_secs_f64() * 1000.0);
             }
